@@ -1,0 +1,36 @@
+"""ws_mm: Weight Standardization and Batch-Channel Normalization for OpenMMLab.
+
+In an environment that already has torch, mmengine and mmcv (with its ops)
+``pip install -e .`` installs ws_mm alone: the ranges below are the ones that
+work together and are satisfied by what is there, so nothing is rebuilt.
+On a bare machine use ``make setup`` instead (see README).
+"""
+from setuptools import find_packages, setup
+
+version = {}
+with open('ws_mm/version.py') as f:
+    exec(f.read(), version)
+
+setup(
+    name='ws_mm',
+    version=version['__version__'],
+    description='Weight Standardization and Batch-Channel Normalization '
+    'layers and configs for mmdetection and mmsegmentation',
+    long_description=open('README.md', encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='Apache-2.0',
+    packages=find_packages(include=['ws_mm', 'ws_mm.*']),
+    python_requires='>=3.8',
+    install_requires=[
+        'torch>=1.13',
+        'mmengine>=0.10.0,<1.0.0',
+        # mmdet 3.3 and mmseg 1.2 assert mmcv < 2.2.0.
+        'mmcv>=2.0.0,<2.2.0',
+    ],
+    extras_require={
+        'det': ['mmdet>=3.0.0,<3.4.0', 'pycocotools>=2.0.8'],
+        'seg': ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],
+        'tests': ['pytest>=8', 'onnx'],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,78 @@
+"""The installed stack works as ws_mm needs it, and the set-up is idempotent."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_mmcv_compiled_ops_run():
+    from mmcv.ops import nms, roi_align
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.],
+                          [20., 20., 30., 30.]])
+    dets, keep = nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
+    assert keep.tolist() == [0, 2]
+    feat = torch.arange(16.).view(1, 1, 4, 4)
+    rois = torch.tensor([[0., 0., 0., 4., 4.]])
+    out = roi_align(feat, rois, (2, 2), 1.0, 2, 'avg', True)
+    assert out.shape == (1, 1, 2, 2)
+    # The mean over the whole map equals the mean of the 4 pooled bins.
+    torch.testing.assert_close(out.mean(), feat.mean())
+
+
+def build_from_toolbox_config(path, scope):
+    from mmengine.registry import MODELS
+    cfg = Config.fromfile(path)
+    init_default_scope(scope)
+    cfg.model.backbone.init_cfg = None
+    return MODELS.build(cfg.model)
+
+
+def test_mmdet_model_builds_from_a_base_config(tmp_path):
+    cfg = tmp_path / 'mask_rcnn.py'
+    cfg.write_text("_base_ = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'\n")
+    model = build_from_toolbox_config(str(cfg), 'mmdet')
+    assert type(model).__name__ == 'MaskRCNN'
+
+
+def test_mmseg_model_builds_from_a_base_config(tmp_path):
+    cfg = tmp_path / 'deeplab.py'
+    cfg.write_text("_base_ = 'mmseg::deeplabv3/"
+                   "deeplabv3_r50-d8_4xb4-20k_voc12aug-512x512.py'\n"
+                   "norm_cfg = dict(type='BN', requires_grad=True)\n"
+                   "model = dict(pretrained=None, data_preprocessor=dict(size=(512, 512)))\n")
+    model = build_from_toolbox_config(str(cfg), 'mmseg')
+    assert type(model).__name__ == 'EncoderDecoder'
+
+
+def test_import_ws_mm_is_cheap_and_quiet():
+    code = ('import sys, ws_mm; '
+            'heavy = [m for m in ("mmdet", "mmseg", "mmcv.ops") '
+            'if m in sys.modules]; print(heavy)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == '[]', out.stdout
+    assert out.stderr == ''
+
+
+def test_setup_is_idempotent():
+    """A second run decides that everything is there and installs nothing."""
+    freeze = [sys.executable, '-m', 'pip', 'freeze', '--all']
+    before = subprocess.run(freeze, capture_output=True, text=True).stdout
+    env = dict(os.environ, PYTHON=os.environ.get('PYTHON', 'python3'))
+    run = subprocess.run(['bash', str(ROOT / 'tools/setup_env.sh')],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    decisions = [line for line in run.stdout.splitlines()
+                 if line.startswith('[setup] ')]
+    assert decisions, run.stdout
+    acted = [d for d in decisions
+             if not d.startswith(('[setup] have', '[setup] environment ready'))]
+    assert acted == [], acted
+    after = subprocess.run(freeze, capture_output=True, text=True).stdout
+    assert after == before
