@@ -1,0 +1,197 @@
+"""Weight Standardization: the function and the conv layers against an
+independent float64 reference written here from the paper's formulas."""
+import pytest
+import torch
+from torch import nn
+
+from ws_mm.functional import WS_VARIANTS, weight_standardization
+from ws_mm.layers import ConvTransposeWS2d, ConvWS1d, ConvWS2d, ConvWS3d
+
+# (unbiased, eps inside sqrt, default eps), spelled out again on purpose.
+REFERENCE_VARIANTS = {
+    'A': (True, False, 1e-5),
+    'B': (True, True, 1e-5),
+    'C': (False, True, 1e-6),
+}
+
+
+def reference_ws(weight, variant, eps=None):
+    """W_hat per output filter, written from the formulas in float64."""
+    unbiased, eps_in_sqrt, default_eps = REFERENCE_VARIANTS[variant]
+    eps = default_eps if eps is None else eps
+    rows = weight.double().reshape(weight.shape[0], -1)
+    n = rows.shape[1]
+    mu = rows.sum(1, keepdim=True) / n
+    sq = ((rows - mu)**2).sum(1, keepdim=True) / (n - 1 if unbiased else n)
+    s = torch.sqrt(sq + eps) if eps_in_sqrt else torch.sqrt(sq) + eps
+    return ((rows - mu) / s).reshape(weight.shape)
+
+
+def test_reference_variants_match_the_library_table():
+    for name, (unbiased, eps_in_sqrt, eps) in REFERENCE_VARIANTS.items():
+        spec = WS_VARIANTS[name]
+        assert (spec.unbiased, spec.eps_in_sqrt, spec.eps) == (unbiased,
+                                                              eps_in_sqrt, eps)
+
+
+@pytest.mark.parametrize('variant', ['A', 'B', 'C'])
+@pytest.mark.parametrize('shape', [(8, 3, 3, 3), (5, 4, 1, 1), (6, 2, 3),
+                                   (4, 2, 2, 3, 3)])
+def test_forward_and_backward_match_reference(variant, shape):
+    torch.manual_seed(0)
+    # Small spread, as trained conv weights have: makes the eps terms matter.
+    w = (torch.randn(shape, dtype=torch.float64) * 0.01 + 0.003)
+    w.requires_grad_(True)
+    grad_out = torch.randn(shape, dtype=torch.float64)
+
+    ours = weight_standardization(w, variant)
+    (g_ours, ) = torch.autograd.grad(ours, w, grad_out)
+    ref = reference_ws(w, variant)
+    (g_ref, ) = torch.autograd.grad(ref, w, grad_out)
+
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize('variant', ['A', 'B', 'C'])
+def test_gradcheck(variant):
+    torch.manual_seed(1)
+    w = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: weight_standardization(x, variant), (w, ))
+
+
+def test_variants_differ_where_the_paper_table_says():
+    # std 0.003 filters: eps after vs inside the sqrt differ by ~1.45x.
+    torch.manual_seed(2)
+    w = torch.randn(16, 64, 3, 3, dtype=torch.float64)
+    w = w / w.flatten(1).std(1).view(-1, 1, 1, 1) * 0.003
+    a = weight_standardization(w, 'A').flatten(1).std(1)
+    b = weight_standardization(w, 'B').flatten(1).std(1)
+    ratio = (a / b).mean().item()  # s_B = sqrt(0.003^2 + 1e-5) = 1.45 s_A
+    assert 1.40 < ratio < 1.50, ratio
+
+
+@pytest.mark.parametrize('variant', ['A', 'B', 'C'])
+def test_filters_have_mean_0_and_std_1(variant):
+    torch.manual_seed(3)
+    w = torch.randn(32, 16, 3, 3) * 0.5 + 2.0
+    unbiased, _, _ = REFERENCE_VARIANTS[variant]
+    rows = weight_standardization(w, variant, eps=0.0).flatten(1)
+    torch.testing.assert_close(rows.mean(1), torch.zeros(32), atol=1e-6,
+                               rtol=0)
+    torch.testing.assert_close(
+        rows.var(1, correction=int(unbiased)).sqrt(), torch.ones(32),
+        atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize('variant', ['A', 'B', 'C'])
+def test_constant_filter_gives_finite_outputs_and_gradients(variant):
+    w = torch.full((4, 3, 3, 3), 0.25, requires_grad=True)
+    conv = ConvWS2d(3, 4, 3, variant=variant)
+    with torch.no_grad():
+        conv.weight.fill_(0.7)
+    y = conv(torch.randn(2, 3, 8, 8))
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(conv.weight.grad).all()
+    out = weight_standardization(w, variant)
+    out.pow(2).sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(w.grad).all()
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_statistics_are_computed_in_float32(dtype):
+    # Filters with small spread on a large offset: in fp16/bf16 arithmetic the
+    # centered values would be pure rounding noise.
+    torch.manual_seed(4)
+    w32 = torch.randn(8, 27) * 1e-3 + 1.0
+    w = w32.to(dtype)
+    out = weight_standardization(w, 'A')
+    assert out.dtype == dtype
+    ref = reference_ws(w.float(), 'A')
+    torch.testing.assert_close(out.double(), ref, atol=2e-2, rtol=2e-2)
+
+
+def test_autocast_bf16_conv_is_finite_with_gradients():
+    torch.manual_seed(5)
+    conv = ConvWS2d(8, 16, 3, padding=1)
+    x = torch.randn(2, 8, 16, 16, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = conv(x)
+    assert y.dtype == torch.bfloat16
+    y.float().square().mean().backward()
+    assert torch.isfinite(y).all()
+    assert torch.isfinite(conv.weight.grad).all() and conv.weight.grad.abs(
+    ).sum() > 0
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize('cls,plain,x_shape', [
+    (ConvWS1d, nn.Conv1d, (2, 4, 9)),
+    (ConvWS2d, nn.Conv2d, (2, 4, 9, 9)),
+    (ConvWS3d, nn.Conv3d, (2, 4, 5, 5, 5)),
+])
+@pytest.mark.parametrize('variant', ['A', 'B', 'C'])
+def test_conv_layers_convolve_with_the_reference_weight(
+        cls, plain, x_shape, variant):
+    torch.manual_seed(6)
+    conv = cls(4, 6, 3, padding=1, groups=2, variant=variant).double()
+    ref = plain(4, 6, 3, padding=1, groups=2).double()
+    with torch.no_grad():
+        ref.weight.copy_(reference_ws(conv.weight, variant))
+        ref.bias.copy_(conv.bias)
+    x = torch.randn(x_shape, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), ref(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_transposed_conv_standardizes_each_output_channel(groups):
+    torch.manual_seed(7)
+    conv = ConvTransposeWS2d(4, 6, 3, stride=2, groups=groups,
+                             variant='B').double()
+    w = conv.weight  # (in, out / groups, k, k)
+    cin_g, cout_g = 4 // groups, 6 // groups
+    # Output channel o of group g: weight[g*cin_g:(g+1)*cin_g, o], as a row.
+    rows = torch.stack([
+        w[g * cin_g:(g + 1) * cin_g, o].reshape(-1) for g in range(groups)
+        for o in range(cout_g)
+    ])
+    std_rows = reference_ws(rows, 'B')
+    expected = torch.empty_like(w)
+    for g in range(groups):
+        for o in range(cout_g):
+            expected[g * cin_g:(g + 1) * cin_g, o] = std_rows[
+                g * cout_g + o].view(cin_g, 3, 3)
+    ref = nn.ConvTranspose2d(4, 6, 3, stride=2, groups=groups).double()
+    with torch.no_grad():
+        ref.weight.copy_(expected)
+        ref.bias.copy_(conv.bias)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), ref(x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(
+        conv(x, output_size=[12, 12]), ref(x, output_size=[12, 12]))
+
+
+def test_layer_gradcheck():
+    torch.manual_seed(8)
+    conv = ConvWS2d(3, 4, 3, variant='A').double()
+    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w: torch.nn.functional.conv2d(
+            x, weight_standardization(w, 'A')), (x, conv.weight))
+
+
+def test_bad_arguments_fail_at_construction():
+    with pytest.raises(ValueError, match=r"variant 'D'.*\['A', 'B', 'C'\]"):
+        ConvWS2d(3, 4, 3, variant='D')
+    with pytest.raises(ValueError, match='eps must be a float >= 0'):
+        ConvWS2d(3, 4, 3, eps=-1e-5)
+    with pytest.raises(ValueError, match='ConvWS2d.*single weight.*plain conv'):
+        ConvWS2d(4, 4, 1, groups=4)
+
+
+def test_eps_overrides_the_variant_default():
+    conv = ConvWS2d(3, 4, 3, variant='C', eps=1e-8)
+    assert conv.ws_eps == 1e-8
+    assert ConvWS2d(3, 4, 3, variant='C').ws_eps == 1e-6
+    assert 'ws_variant=C' in repr(conv)
