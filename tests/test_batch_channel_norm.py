@@ -1,0 +1,427 @@
+"""Tests of Batch-Channel Normalization (ws_mm.layers.batch_channel_norm).
+
+The expected values come from an independent float64 reference written here
+from the formulas of arXiv:1903.10520, not from the code under test.
+"""
+import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ws_mm.functional.batch_channel_norm import (channel_stats,
+                                                 group_norm_group_affine,
+                                                 moving_average_rate)
+from ws_mm.layers.batch_channel_norm import (BatchChannelNorm,
+                                             EstimatedBatchNorm)
+
+EPS = 1e-5
+
+
+# ---------------------------------------------------------------- reference
+def ref_channel_stats(x):
+    """Per-channel mean and biased variance over all dims but 1."""
+    dims = [0, *range(2, x.dim())]
+    mean = x.mean(dims)
+    var = ((x - mean.view(_channel_shape(x))) ** 2).mean(dims)
+    return mean, var
+
+
+def _channel_shape(x):
+    return [1, x.size(1)] + [1] * (x.dim() - 2)
+
+
+def ref_bcn(x, mean, var, pbn_weight, pbn_bias, group_weight, group_bias,
+            num_groups, eps=EPS):
+    """pbn: (x - m) / sqrt(v + eps) * w + b per channel; then group norm of
+    each sample with biased variance, eps inside sqrt, per-group affine."""
+    shape = _channel_shape(x)
+    y = ((x - mean.view(shape)) / torch.sqrt(var.view(shape) + eps)
+         * pbn_weight.view(shape) + pbn_bias.view(shape))
+    g = y.reshape(x.size(0), num_groups, -1)
+    g_mean = g.mean(-1, keepdim=True)
+    g_var = ((g - g_mean) ** 2).mean(-1, keepdim=True)
+    z = (g - g_mean) / torch.sqrt(g_var + eps) * group_weight + group_bias
+    return z.reshape(x.shape)
+
+
+def make_bcn(num_features=8, num_groups=4, mode='estimate', seed=0, **kwargs):
+    """A float64 BCN with random non-trivial affine parameters."""
+    torch.manual_seed(seed)
+    bcn = BatchChannelNorm(num_features, num_groups, mode=mode,
+                           **kwargs).double()
+    with torch.no_grad():
+        for name, p in bcn.named_parameters():
+            offset = 1.0 if name.endswith('weight') else 0.0
+            p.copy_(torch.randn_like(p) * 0.5 + offset)
+    return bcn
+
+
+def randn(*shape, mean=0.0, std=1.0, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64) * std + mean
+
+
+def set_estimates(bcn, seed=2, tracked=5):
+    """Random non-trivial running estimates, already past the warm-up."""
+    g = torch.Generator().manual_seed(seed)
+    c = bcn.num_features
+    with torch.no_grad():
+        bcn.pbn.running_mean.copy_(torch.randn(c, generator=g,
+                                               dtype=torch.float64))
+        bcn.pbn.running_var.copy_(torch.rand(c, generator=g,
+                                             dtype=torch.float64) + 0.5)
+        bcn.pbn.num_batches_tracked.fill_(tracked)
+
+
+SHAPES = [(4, 8), (3, 8, 7), (2, 8, 5, 6), (2, 8, 3, 4, 5)]
+
+
+# ---------------------------------------------------- against the reference
+@pytest.mark.parametrize('shape', SHAPES, ids=lambda s: f'rank{len(s)}')
+@pytest.mark.parametrize('training', [True, False], ids=['train', 'eval'])
+@pytest.mark.parametrize('mode', ['estimate', 'batch'])
+def test_matches_float64_reference(mode, training, shape):
+    bcn = make_bcn(mode=mode)
+    set_estimates(bcn)
+    old_mean = bcn.pbn.running_mean.clone()
+    old_var = bcn.pbn.running_var.clone()
+    x = randn(*shape, mean=1.5, std=2.0)
+    bcn.train(training)
+
+    out = bcn(x)
+
+    batch_mean, batch_var = ref_channel_stats(x)
+    if not training:
+        mean, var = old_mean, old_var
+    elif mode == 'batch':
+        mean, var = batch_mean, batch_var
+    else:  # update number 6 with momentum 0.1: rate max(0.1, 1/6) = 1/6
+        mean = old_mean * 5 / 6 + batch_mean / 6
+        var = old_var * 5 / 6 + batch_var / 6
+    pbn = bcn.pbn
+    expected = ref_bcn(x, mean, var, pbn.weight, pbn.bias, bcn.weight,
+                       bcn.bias, bcn.num_groups)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    if mode == 'estimate':
+        torch.testing.assert_close(pbn.running_mean, mean, rtol=0, atol=1e-12)
+        torch.testing.assert_close(pbn.running_var, var, rtol=0, atol=1e-12)
+
+
+def test_functional_pieces_match_reference():
+    x = randn(3, 12, 4, 5, mean=-2.0, std=3.0)
+    mean, var = channel_stats(x)
+    ref_mean, ref_var = ref_channel_stats(x)
+    torch.testing.assert_close(mean, ref_mean)
+    torch.testing.assert_close(var, ref_var)
+
+    gw, gb = randn(1, 3, 1, seed=3), randn(1, 3, 1, seed=4)
+    out = group_norm_group_affine(x, 3, gw, gb, EPS)
+    g = x.reshape(3, 3, -1)
+    m = g.mean(-1, keepdim=True)
+    v = ((g - m) ** 2).mean(-1, keepdim=True)
+    expected = ((g - m) / torch.sqrt(v + EPS) * gw + gb).reshape(x.shape)
+    torch.testing.assert_close(out, expected)
+
+
+def test_channel_stats_of_low_precision_input_are_float32():
+    x = randn(4, 3, 8, 8, mean=100.0, std=0.5).to(torch.bfloat16)
+    mean, var = channel_stats(x)
+    assert mean.dtype == var.dtype == torch.float32
+    ref_mean, ref_var = ref_channel_stats(x.double())
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=0)
+    torch.testing.assert_close(var.double(), ref_var, rtol=1e-4, atol=0)
+
+
+# ------------------------------------------------------------------ gradients
+@pytest.mark.parametrize('mode,training', [('estimate', False),
+                                           ('batch', True),
+                                           ('batch', False)])
+def test_gradcheck(mode, training):
+    # Estimate mode is checked in eval: in training each call also moves the
+    # estimates (no-grad by design), so finite differences would see them.
+    bcn = make_bcn(num_features=4, num_groups=2, mode=mode)
+    set_estimates(bcn)
+    bcn.train(training)
+    names = [name for name, _ in bcn.named_parameters()]
+    assert sorted(names) == ['bias', 'pbn.bias', 'pbn.weight', 'weight']
+    params = [p.detach().clone().requires_grad_() for p in bcn.parameters()]
+    x = randn(3, 4, 2, 3).requires_grad_()
+
+    def f(x, *params):
+        return functional_call(bcn, dict(zip(names, params)), (x, ))
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+
+
+def test_gradients_reach_group_affine_as_per_group_sums():
+    x = randn(2, 6, 5)
+    gw = randn(1, 3, 1, seed=5).requires_grad_()
+    gb = randn(1, 3, 1, seed=6).requires_grad_()
+    out = group_norm_group_affine(x, 3, gw, gb, EPS)
+    upstream = randn(*out.shape, seed=7)
+    out.backward(upstream)
+    g = x.reshape(2, 3, -1)
+    x_hat = (g - g.mean(-1, keepdim=True)) / torch.sqrt(
+        g.var(-1, unbiased=False, keepdim=True) + EPS)
+    up = upstream.reshape(2, 3, -1)
+    torch.testing.assert_close(gw.grad, (up * x_hat).sum((0, 2), keepdim=True))
+    torch.testing.assert_close(gb.grad, up.sum((0, 2), keepdim=True))
+
+
+# -------------------------------------------------------------- estimate mode
+def test_first_training_batch_is_normalized_by_its_own_statistics():
+    bcn = BatchChannelNorm(8, num_groups=4).double()
+    x = randn(2, 8, 6, 6, mean=3.0, std=2.0)
+    y = bcn.pbn(x)  # fresh: would be x / sqrt(1 + eps) with mean 0 / var 1
+    mean, var = ref_channel_stats(y)
+    torch.testing.assert_close(mean, torch.zeros(8, dtype=torch.float64),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(var, torch.ones(8, dtype=torch.float64),
+                               rtol=0, atol=1e-4)
+    ref_mean, ref_var = ref_channel_stats(x)
+    torch.testing.assert_close(bcn.pbn.running_mean, ref_mean, rtol=0,
+                               atol=1e-12)
+    torch.testing.assert_close(bcn.pbn.running_var, ref_var, rtol=0,
+                               atol=1e-12)
+    assert bcn.pbn.num_batches_tracked.item() == 1
+
+
+def test_estimates_move_in_training_only():
+    bcn = BatchChannelNorm(8, num_groups=4)
+    x = torch.randn(2, 8, 5, 5) * 2 + 1
+    bcn.train()
+    bcn(x)
+    before = {k: v.clone() for k, v in bcn.state_dict().items()}
+
+    bcn.eval()
+    bcn(torch.randn(3, 8, 5, 5) * 5 - 3)
+    for k, v in bcn.state_dict().items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+
+    bcn.train()
+    bcn(torch.randn(3, 8, 5, 5) * 5 - 3)
+    assert not torch.equal(bcn.pbn.running_mean, before['pbn.running_mean'])
+    assert not torch.equal(bcn.pbn.running_var, before['pbn.running_var'])
+    assert bcn.pbn.num_batches_tracked.item() == 2
+
+
+def test_moving_average_rate_schedule():
+    assert [moving_average_rate(0.3, t) for t in range(6)] == [
+        1.0, 0.5, 1 / 3, 0.3, 0.3, 0.3]
+    assert moving_average_rate(0.1, 8) == pytest.approx(1 / 9)
+    assert moving_average_rate(0.1, 9) == pytest.approx(0.1)
+    rate = moving_average_rate(0.3, torch.tensor(1))
+    assert isinstance(rate, torch.Tensor) and rate.item() == 0.5
+    assert moving_average_rate(0.3, torch.tensor(7)).item() == \
+        pytest.approx(0.3)
+
+
+def test_update_rule_cumulative_then_ema_by_hand():
+    ebn = EstimatedBatchNorm(3, momentum=0.3).double()
+    batches = [randn(2 + i, 3, 4, mean=float(i), std=1.0 + i, seed=10 + i)
+               for i in range(4)]
+    stats = [ref_channel_stats(b) for b in batches]
+    ebn.train()
+    for i, b in enumerate(batches):
+        ebn(b)
+        means = [s[0] for s in stats[:i + 1]]
+        variances = [s[1] for s in stats[:i + 1]]
+        if i < 3:  # rates 1, 1/2, 1/3: the plain average of the batches
+            exp_mean = sum(means) / len(means)
+            exp_var = sum(variances) / len(variances)
+        else:  # rate max(0.3, 1/4) = 0.3
+            exp_mean = 0.7 * sum(means[:3]) / 3 + 0.3 * means[3]
+            exp_var = 0.7 * sum(variances[:3]) / 3 + 0.3 * variances[3]
+        torch.testing.assert_close(ebn.running_mean, exp_mean, rtol=0,
+                                   atol=1e-12)
+        torch.testing.assert_close(ebn.running_var, exp_var, rtol=0,
+                                   atol=1e-12)
+    assert ebn.num_batches_tracked.item() == 4
+
+
+def test_no_gradient_through_estimates():
+    bcn = make_bcn(mode='estimate')
+    set_estimates(bcn)
+    x = randn(2, 8, 4, 4, mean=1.0, std=2.0)
+    upstream = randn(2, 8, 4, 4, seed=9)
+
+    bcn.train()
+    x_train = x.clone().requires_grad_()
+    y_train = bcn(x_train)
+    y_train.backward(upstream)
+
+    # eval with the (now updated) estimates: the estimates are constants, so
+    # the gradient must be the same as in training.
+    bcn.eval()
+    x_eval = x.clone().requires_grad_()
+    y_eval = bcn(x_eval)
+    y_eval.backward(upstream)
+
+    torch.testing.assert_close(y_train, y_eval, rtol=0, atol=0)
+    torch.testing.assert_close(x_train.grad, x_eval.grad, rtol=0, atol=0)
+    for name, buf in bcn.named_buffers():
+        assert not buf.requires_grad and buf.grad is None, name
+
+
+def test_called_twice_before_backward():
+    # A shared head calls the layer once per level before one backward; the
+    # second update of the estimates must not break the first graph.
+    bcn = BatchChannelNorm(8, num_groups=4).train()
+    xs = [torch.randn(2, 8, s, s, requires_grad=True) for s in (6, 3)]
+    sum(bcn(x).square().sum() for x in xs).backward()
+    assert all(torch.isfinite(x.grad).all() for x in xs)
+    assert bcn.pbn.num_batches_tracked.item() == 2
+
+
+# ------------------------------------------------------------------ batch mode
+def _record_warnings(fn):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        fn()
+    return [w for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_batch_mode_warns_once_when_pbn_frozen():
+    bcn = BatchChannelNorm(8, num_groups=4, mode='batch').train()
+    x = torch.randn(2, 8, 4, 4)
+    assert _record_warnings(lambda: bcn(x)) == []
+
+    bcn.pbn.eval()  # what mmdet's ResNet does with norm_eval=True
+    with pytest.warns(UserWarning, match='norm_eval=False') as caught:
+        bcn(x)
+    assert len(caught) == 1 and 'BatchChannelNorm' in str(caught[0].message)
+    assert _record_warnings(lambda: bcn(x)) == []  # once per instance
+
+    other = BatchChannelNorm(8, num_groups=4, mode='batch').eval()
+    assert _record_warnings(lambda: other(x)) == []  # eval as a whole: fine
+
+
+def test_norm_eval_freezes_batch_mode_only():
+    est = BatchChannelNorm(8, num_groups=4, mode='estimate').train()
+    bat = BatchChannelNorm(8, num_groups=4, mode='batch').train()
+    for model in (est, bat):  # mmdet ResNet.train() with norm_eval=True
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                m.eval()
+    assert est.pbn.training and not bat.pbn.training
+    x = torch.randn(2, 8, 4, 4)
+    assert _record_warnings(lambda: est(x)) == []
+    assert est.pbn.num_batches_tracked.item() == 1
+
+
+def test_sync_bn_and_conversion():
+    bcn = BatchChannelNorm(8, num_groups=4, mode='batch', sync_bn=True)
+    assert type(bcn.pbn) is nn.SyncBatchNorm
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(
+        nn.Sequential(BatchChannelNorm(8, num_groups=4, mode='batch'),
+                      BatchChannelNorm(8, num_groups=4, mode='estimate')))
+    assert type(converted[0].pbn) is nn.SyncBatchNorm
+    assert type(converted[1].pbn) is EstimatedBatchNorm
+
+
+# ------------------------------------------------------- layout and repr
+def test_checkpoint_layout_and_repr():
+    bcn = BatchChannelNorm(64)
+    shapes = {k: tuple(v.shape) for k, v in bcn.state_dict().items()}
+    assert shapes == {
+        'weight': (1, 32, 1), 'bias': (1, 32, 1),
+        'pbn.weight': (64, ), 'pbn.bias': (64, ),
+        'pbn.running_mean': (64, ), 'pbn.running_var': (64, ),
+        'pbn.num_batches_tracked': ()
+    }
+    assert torch.equal(bcn.weight, torch.ones(1, 32, 1))
+    assert torch.equal(bcn.bias, torch.zeros(1, 32, 1))
+    assert BatchChannelNorm._abbr_ == 'bcn'
+    assert not isinstance(bcn.pbn, _BatchNorm)
+    text = repr(BatchChannelNorm(48, num_groups=16, mode='batch', eps=1e-3))
+    for part in ('48', 'num_groups=16', "mode='batch'", 'eps=0.001'):
+        assert part in text
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize('kwargs,error,match', [
+    (dict(num_features=48.0), TypeError, r'BatchChannelNorm.*num_features'),
+    (dict(num_features=0), ValueError,
+     r'BatchChannelNorm.*num_features must be a positive int'),
+    (dict(num_features=64, num_groups=True), TypeError,
+     r'BatchChannelNorm.*num_groups'),
+    (dict(num_features=48), ValueError,
+     r'BatchChannelNorm: num_groups=32 does not divide num_features=48; '
+     r'use one of \[1, 2, 3, 4, 6, 8, 12, 16, 24, 48\]'),
+    (dict(num_features=64, mode='sync'), ValueError,
+     r"BatchChannelNorm.*'sync'.*\['estimate', 'batch'\]"),
+    (dict(num_features=64, eps=-1e-5), ValueError, r'BatchChannelNorm.*eps'),
+    (dict(num_features=64, momentum=0.0), ValueError,
+     r'BatchChannelNorm.*momentum must be in \(0, 1\]'),
+    (dict(num_features=64, momentum=1.5), ValueError,
+     r'BatchChannelNorm.*momentum'),
+    (dict(num_features=64, sync_bn=True), ValueError,
+     r'BatchChannelNorm.*sync_bn.*mode="batch"'),
+])
+def test_bad_config(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        BatchChannelNorm(**kwargs)
+
+
+@pytest.mark.parametrize('shape', [(8, ), (2, 16, 4, 4)])
+def test_bad_input_shape(shape):
+    bcn = BatchChannelNorm(8, num_groups=4)
+    message = (r'BatchChannelNorm expected an input of shape \(N, 8, \*\), '
+               r'got shape ' + str(shape).replace('(', r'\(').replace(
+                   ')', r'\)'))
+    with pytest.raises(ValueError, match=message):
+        bcn(torch.randn(*shape))
+
+
+# ---------------------------------------------------------------- two ranks
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_ranks_share_global_estimates(tmp_path):
+    script = Path(__file__).parent / 'dist_scripts' / 'bcn_one_step.py'
+    subprocess.run([
+        sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2',
+        f'--master_port={_free_port()}', str(script), str(tmp_path)
+    ], check=True, timeout=120)
+    results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
+    for key in ('running_mean', 'running_var', 'num_batches_tracked'):
+        assert torch.equal(results[0][key], results[1][key]), key
+
+    data = [r['x'].double() for r in results]
+    assert data[0].shape[0] != data[1].shape[0]
+    mean, var = ref_channel_stats(torch.cat(data))
+    got_mean = results[0]['running_mean'].double()
+    got_var = results[0]['running_var'].double()
+    torch.testing.assert_close(got_mean, mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_var, var, rtol=1e-5, atol=1e-5)
+    # Not what an unweighted average of the ranks' statistics would give.
+    naive_mean = sum(ref_channel_stats(d)[0] for d in data) / 2
+    assert (got_mean - naive_mean).abs().max() > 0.1
+
+
+# ------------------------------------------------------------------- autocast
+@pytest.mark.parametrize('mode', ['estimate', 'batch'])
+def test_autocast_bfloat16_cpu(mode):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 16, 3, padding=1)
+    bcn = BatchChannelNorm(16, num_groups=4, mode=mode).train()
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = bcn(conv(x) * 50 + 20)
+    assert torch.isfinite(out).all()
+    out.float().square().mean().backward()
+    for name, t in [('x', x), *conv.named_parameters(),
+                    *bcn.named_parameters()]:
+        assert t.grad is not None and torch.isfinite(t.grad).all(), name
+    assert bcn.pbn.running_mean.dtype == torch.float32
+    assert torch.isfinite(bcn.pbn.running_var).all()

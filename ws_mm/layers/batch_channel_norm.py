@@ -1,0 +1,221 @@
+"""Batch-Channel Normalization (BCN) modules.
+
+Qiao et al., "Micro-Batch Training with Batch-Channel Normalization and
+Weight Standardization", arXiv:1903.10520. The layout follows the official
+code, so its BCN+WS checkpoints load by name: a per-channel stage ``pbn``
+(``weight``, ``bias``, ``running_mean``, ``running_var``,
+``num_batches_tracked``, exactly BatchNorm's keys), then group normalization
+with a per-group affine whose ``weight`` / ``bias`` have shape ``(1, G, 1)``.
+
+Registration in the OpenMMLab registries is done elsewhere; this file only
+needs torch.
+"""
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..functional.batch_channel_norm import (channel_stats,
+                                             group_norm_group_affine,
+                                             moving_average_rate)
+
+
+class EstimatedBatchNorm(nn.Module):
+    """Per-channel normalization with running estimates of batch statistics.
+
+    The micro-batch form of BCN's first stage (arXiv:1903.10520): the input
+    is normalized as in BatchNorm's eval mode,
+    ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``, in
+    training and evaluation alike, and no gradient flows through the
+    estimates. In training mode the estimates are first updated from the
+    statistics of the current batch (averaged over all ranks when
+    ``torch.distributed`` is initialized, see :func:`channel_stats`) at the
+    rate of :func:`moving_average_rate`; updating before normalizing means
+    the very first training batch is normalized by its own statistics.
+
+    Deliberately not a ``_BatchNorm``: detectors' ``norm_eval=True`` puts
+    every ``_BatchNorm`` in eval mode, which would freeze the estimates, and
+    ``SyncBatchNorm.convert_sync_batchnorm`` would replace it by a layer that
+    normalizes with batch statistics.
+
+    Args:
+        num_features: number of channels ``C`` of an ``(N, C, *)`` input.
+        eps: added to the variance estimate inside the square root.
+        momentum: the rate the moving average settles at.
+        affine: learn a per-channel ``weight`` and ``bias``.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5,
+                 momentum: float = 0.1, affine: bool = True):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+        else:
+            self.register_parameter('weight', None)
+            self.register_parameter('bias', None)
+        self.register_buffer('running_mean', torch.zeros(num_features))
+        self.register_buffer('running_var', torch.ones(num_features))
+        self.register_buffer('num_batches_tracked',
+                             torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean, var = self.running_mean, self.running_var
+        if self.training:
+            self._update_estimates(x)
+            # The graph must keep the values used here: the next training
+            # forward updates the buffers in place, possibly before this
+            # backward (a shared head calls the layer once per level).
+            mean, var = mean.clone(), var.clone()
+        return F.batch_norm(x, mean, var, self.weight, self.bias,
+                            training=False, momentum=0., eps=self.eps)
+
+    @torch.no_grad()
+    def _update_estimates(self, x: Tensor) -> None:
+        batch_mean, batch_var = channel_stats(x)
+        dtype = self.running_mean.dtype
+        rate = moving_average_rate(self.momentum,
+                                   self.num_batches_tracked.to(dtype))
+        self.running_mean.lerp_(batch_mean.to(dtype), rate)
+        self.running_var.lerp_(batch_var.to(dtype), rate)
+        self.num_batches_tracked.add_(1)
+
+    def extra_repr(self) -> str:
+        return (f'{self.num_features}, eps={self.eps}, '
+                f'momentum={self.momentum}, affine={self.affine}')
+
+
+class _AnyRankBatchNorm(_BatchNorm):
+    """BatchNorm for any ``(N, C, *)`` input, so BCN works in 1d, 2d and 3d.
+
+    A ``_BatchNorm`` on purpose: ``SyncBatchNorm.convert_sync_batchnorm``
+    (mmengine's ``sync_bn='torch'``) then converts it like any BN.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(
+                f'expected an (N, C, *) input, got shape {tuple(input.shape)}')
+
+
+class BatchChannelNorm(nn.Module):
+    """Batch-Channel Normalization (BCN, arXiv:1903.10520).
+
+    Computes ``group_norm(pbn(x))``: first a per-channel normalization with
+    batch knowledge and a per-channel affine (the submodule ``pbn``), then a
+    group normalization of each sample over ``num_groups`` groups with a
+    per-group affine ``weight`` / ``bias`` of shape ``(1, G, 1)`` (initialized
+    to 1 / 0; biased variance, eps inside the square root), as in the
+    official code.
+
+    ``mode`` picks the first stage:
+
+    * ``'estimate'`` (micro-batch training, the default):
+      :class:`EstimatedBatchNorm`, running estimates of the batch statistics
+      used in training and evaluation, averaged across ranks.
+    * ``'batch'`` (large batches): BatchNorm with batch statistics in
+      training; ``sync_bn=True`` makes it ``nn.SyncBatchNorm`` (GPU only),
+      as the official segmentation code does. In mmdet/mmseg backbones set
+      ``norm_eval=False``: ``norm_eval=True`` freezes this BN stage (the
+      layer warns once if it finds it so).
+
+    Built by ``build_norm_layer`` as ``cls(num_features, eps=..., **cfg)``;
+    ``_abbr_ = 'bcn'`` names the attribute (``bcn1``, ...) in OpenMMLab
+    models.
+
+    Args:
+        num_features: number of channels ``C`` of an ``(N, C, *)`` input.
+        num_groups: number of groups ``G``; must divide ``num_features``.
+        eps: added to the variances inside the square root (both stages).
+        mode: ``'estimate'`` or ``'batch'``.
+        momentum: moving-average rate of the first stage's running
+            statistics, in ``(0, 1]``.
+        sync_bn: in ``'batch'`` mode, synchronize batch statistics across
+            ranks with ``nn.SyncBatchNorm``.
+    """
+
+    _abbr_ = 'bcn'
+    MODES = ('estimate', 'batch')
+
+    def __init__(self, num_features: int, num_groups: int = 32,
+                 eps: float = 1e-5, mode: str = 'estimate',
+                 momentum: float = 0.1, sync_bn: bool = False):
+        super().__init__()
+        _check_config(num_features, num_groups, eps, mode, momentum, sync_bn)
+        self.num_features = num_features
+        self.num_groups = num_groups
+        self.eps = eps
+        self.mode = mode
+        if mode == 'estimate':
+            self.pbn = EstimatedBatchNorm(num_features, eps, momentum)
+        elif sync_bn:
+            self.pbn = nn.SyncBatchNorm(num_features, eps, momentum)
+        else:
+            self.pbn = _AnyRankBatchNorm(num_features, eps, momentum)
+        self.weight = nn.Parameter(torch.ones(1, num_groups, 1))
+        self.bias = nn.Parameter(torch.zeros(1, num_groups, 1))
+        self._warned_frozen_pbn = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.size(1) != self.num_features:
+            raise ValueError(
+                f'BatchChannelNorm expected an input of shape (N, '
+                f'{self.num_features}, *), got shape {tuple(x.shape)}')
+        if (self.mode == 'batch' and self.training and not self.pbn.training
+                and not self._warned_frozen_pbn):
+            warnings.warn(
+                'BatchChannelNorm(mode="batch") is training but its BN stage '
+                '`pbn` is in eval mode, so the batch statistics are frozen to '
+                'the running ones; this is what norm_eval=True does in '
+                'mmdet/mmseg backbones. Set norm_eval=False in the backbone '
+                'config of a BCN model.', UserWarning, stacklevel=2)
+            self._warned_frozen_pbn = True
+        return group_norm_group_affine(self.pbn(x), self.num_groups,
+                                       self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f'{self.num_features}, num_groups={self.num_groups}, '
+                f'mode={self.mode!r}, eps={self.eps}')
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_config(num_features, num_groups, eps, mode, momentum,
+                  sync_bn) -> None:
+    """Reject a bad BatchChannelNorm config with a message saying the fix."""
+    for name, value in (('num_features', num_features),
+                        ('num_groups', num_groups)):
+        if not _is_int(value):
+            raise TypeError(f'BatchChannelNorm: {name} must be a positive '
+                            f'int, got {value!r} ({type(value).__name__})')
+        if value <= 0:
+            raise ValueError(f'BatchChannelNorm: {name} must be a positive '
+                             f'int, got {value}')
+    if num_features % num_groups:
+        divisors = [d for d in range(1, num_features + 1)
+                    if num_features % d == 0]
+        raise ValueError(
+            f'BatchChannelNorm: num_groups={num_groups} does not divide '
+            f'num_features={num_features}; use one of {divisors}')
+    if mode not in BatchChannelNorm.MODES:
+        raise ValueError(f'BatchChannelNorm: unknown mode {mode!r}; use one '
+                         f'of {list(BatchChannelNorm.MODES)}')
+    if not eps >= 0:
+        raise ValueError(
+            f'BatchChannelNorm: eps must be >= 0 (e.g. 1e-5), got {eps}')
+    if not 0 < momentum <= 1:
+        raise ValueError(f'BatchChannelNorm: momentum must be in (0, 1] '
+                         f'(e.g. 0.1), got {momentum}')
+    if sync_bn and mode == 'estimate':
+        raise ValueError(
+            'BatchChannelNorm: sync_bn=True only applies to mode="batch"; '
+            'mode="estimate" already averages its statistics across ranks, '
+            'so drop sync_bn')
