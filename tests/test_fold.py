@@ -1,0 +1,63 @@
+"""Folding WS convs into plain convs: same outputs, no ws_mm left, ONNX export
+with standard operators only."""
+import io
+
+import pytest
+import torch
+from torch import nn
+
+from ws_mm import fold_weight_standardization
+from ws_mm.layers import WS_CONVS, ConvTransposeWS2d, ConvWS2d
+
+
+def small_net():
+    return nn.Sequential(
+        ConvWS2d(3, 8, 3, padding=1, variant='A'), nn.GroupNorm(4, 8),
+        nn.ReLU(), ConvWS2d(8, 8, 3, padding=1, groups=2, variant='C'),
+        nn.GroupNorm(4, 8), nn.ReLU(),
+        ConvTransposeWS2d(8, 4, 2, stride=2, variant='B'))
+
+
+def test_fold_keeps_outputs_and_removes_ws():
+    torch.manual_seed(0)
+    net = small_net().eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        expected = net(x)
+    keys = set(net.state_dict())
+    weight_param = net[0].weight
+    folded = fold_weight_standardization(net)
+    assert folded is net
+    assert not any(isinstance(m, WS_CONVS) for m in net.modules())
+    assert type(net[0]) is nn.Conv2d and type(net[6]) is nn.ConvTranspose2d
+    assert net[0].weight is weight_param  # same Parameter, new values
+    assert set(net.state_dict()) == keys
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_a_real_backbone():
+    from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    net = ResNet(depth=18, conv_cfg=dict(type='ConvWS'),
+                 norm_cfg=dict(type='GN', num_groups=16), init_cfg=None)
+    net.eval()  # mmdet's ResNet.train() returns None: no chaining
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = net(x)
+        fold_weight_standardization(net)
+        for a, b in zip(net(x), expected):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_model_exports_to_onnx_with_standard_ops_only():
+    onnx = pytest.importorskip('onnx')
+    torch.manual_seed(0)
+    net = fold_weight_standardization(small_net().eval())
+    buf = io.BytesIO()
+    torch.onnx.export(net, (torch.randn(1, 3, 16, 16), ), buf, dynamo=False)
+    model = onnx.load_from_string(buf.getvalue())
+    onnx.checker.check_model(model)
+    domains = {node.domain for node in model.graph.node}
+    assert domains <= {'', 'ai.onnx'}, domains
+    assert {'Conv', 'ConvTranspose'} <= {n.op_type for n in model.graph.node}

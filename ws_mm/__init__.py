@@ -1,0 +1,20 @@
+"""ws_mm: Weight Standardization and Batch-Channel Normalization for OpenMMLab.
+
+Qiao et al., "Micro-Batch Training with Batch-Channel Normalization and Weight
+Standardization", arXiv:1903.10520. Importing ws_mm registers its layers
+(``ConvWS`` and friends, ``BCN``) into mmengine's root ``MODELS`` registry, so
+configs switch to them with ``conv_cfg`` / ``norm_cfg`` and
+``custom_imports = dict(imports=['ws_mm'])``.
+"""
+from . import registry  # noqa: F401  (registers the layers)
+from .deploy import fold_weight_standardization
+from .functional import weight_standardization
+from .layers import (BatchChannelNorm, ConvTransposeWS2d, ConvWS1d, ConvWS2d,
+                     ConvWS3d, EstimatedBatchNorm)
+from .version import __version__
+
+__all__ = [
+    'ConvWS1d', 'ConvWS2d', 'ConvWS3d', 'ConvTransposeWS2d',
+    'BatchChannelNorm', 'EstimatedBatchNorm', 'weight_standardization',
+    'fold_weight_standardization', '__version__'
+]
