@@ -4,14 +4,18 @@ Qiao et al., "Micro-Batch Training with Batch-Channel Normalization and Weight
 Standardization", arXiv:1903.10520. Importing ws_mm registers its layers
 (``ConvWS`` and friends, ``BCN``) into mmengine's root ``MODELS`` registry, so
 configs switch to them with ``conv_cfg`` / ``norm_cfg`` and
-``custom_imports = dict(imports=['ws_mm'])``.
+``custom_imports = dict(imports=['ws_mm'])``. It also makes mmengine load
+its own checkpoints safely on torch >= 2.6 (see ``ws_mm.toolbox.checkpoint``).
 """
-from . import registry  # noqa: F401  (registers the layers)
+from .toolbox import registry  # noqa: F401  (registers the layers)
+from .toolbox.checkpoint import register_safe_loader
 from .deploy import fold_weight_standardization
 from .functional import weight_standardization
 from .layers import (BatchChannelNorm, ConvTransposeWS2d, ConvWS1d, ConvWS2d,
                      ConvWS3d, EstimatedBatchNorm)
 from .version import __version__
+
+register_safe_loader()
 
 __all__ = [
     'ConvWS1d', 'ConvWS2d', 'ConvWS3d', 'ConvTransposeWS2d',

@@ -10,7 +10,7 @@ registration cannot later overwrite ours.
 import mmcv.cnn  # noqa: F401  (registers mmcv's layers first, see above)
 from mmengine.registry import MODELS
 
-from .layers import (BatchChannelNorm, ConvTransposeWS2d, ConvWS1d, ConvWS2d,
+from ..layers import (BatchChannelNorm, ConvTransposeWS2d, ConvWS1d, ConvWS2d,
                      ConvWS3d)
 
 MODELS.register_module('ConvWS', module=ConvWS2d, force=True)

@@ -1,0 +1,115 @@
+"""Loading mmengine checkpoints safely on torch >= 2.6.
+
+torch >= 2.6 loads with ``weights_only=True`` by default, which refuses the
+few Python objects that mmengine's Runner puts into every checkpoint (the
+message hub's ``HistoryBuffer`` and the numpy arrays inside it), so resuming,
+``load_from`` and testing fail on the Runner's own files. Loading with
+``weights_only=False`` would run any code pickled into the file. Instead, this
+loader keeps ``weights_only=True`` and allows exactly the types mmengine's
+checkpoints contain. A checkpoint with anything else is refused with the
+names of the types and the explicit opt-in that loads it anyway.
+
+Importing ws_mm registers :func:`load_from_local_safely` as mmengine's loader
+for local files, so the toolboxes' own tools benefit as well.
+"""
+import os
+import os.path as osp
+from typing import Any
+
+import numpy as np
+import torch
+
+try:  # numpy >= 2
+    from numpy._core import multiarray as _multiarray
+except ImportError:
+    from numpy.core import multiarray as _multiarray
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.runner import CheckpointLoader
+
+#: Set to 1 to load checkpoints with arbitrary pickled objects (trusted files only).
+UNSAFE_LOAD_ENV = 'WS_MM_UNSAFE_LOAD'
+
+
+def _history_buffer_method(owner, name: str):
+    """The ``getattr`` a pickled ``HistoryBuffer`` needs, and nothing more.
+
+    A HistoryBuffer pickles its statistics methods as ``getattr(HistoryBuffer,
+    'mean')``; allowing the real ``getattr`` would reach any attribute of any
+    loadable object.
+    """
+    if (owner is HistoryBuffer and not name.startswith('_')
+            and callable(vars(HistoryBuffer).get(name))):
+        return getattr(owner, name)
+    raise ValueError(f'refusing getattr({owner!r}, {name!r}) in a checkpoint')
+
+
+#: Exactly what mmengine 0.10's Runner checkpoints hold beyond tensors and
+#: plain containers (found with ``torch.serialization.get_unsafe_globals_in_checkpoint``
+#: and by loading Runner checkpoints).
+MMENGINE_CHECKPOINT_GLOBALS = [
+    HistoryBuffer,
+    np.ndarray,
+    np.dtype,
+    _multiarray._reconstruct,
+    _multiarray.scalar,
+    (_history_buffer_method, 'builtins.getattr'),
+] + [  # the dtype classes of numeric arrays (numpy >= 1.25 pickles them)
+    type(np.dtype(code))
+    for code in np.typecodes['AllInteger'] + np.typecodes['AllFloat'] + '?'
+]
+
+_ALLOWED_NAMES = {
+    'builtins.getattr', '__builtin__.getattr', *(
+        f'{g.__module__}.{g.__qualname__}'
+        for g in MMENGINE_CHECKPOINT_GLOBALS if not isinstance(g, tuple))
+}
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint holds pickled objects that ws_mm does not load by default."""
+
+
+def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
+    """``torch.load`` with ``weights_only=True`` plus mmengine's own types."""
+    if os.environ.get(UNSAFE_LOAD_ENV) == '1':
+        return torch.load(filename, map_location=map_location,
+                          weights_only=False)
+    with torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS):
+        try:
+            return torch.load(filename, map_location=map_location,
+                              weights_only=True)
+        except Exception as error:  # torch raises UnpicklingError, wrapped
+            check_checkpoint_is_safe(filename)
+            raise error
+
+
+def check_checkpoint_is_safe(filename: str) -> None:
+    """Raise :class:`UnsafeCheckpointError` if loading ``filename`` would
+    need pickled types beyond mmengine's own, without loading it."""
+    if os.environ.get(UNSAFE_LOAD_ENV) == '1':
+        return
+    try:
+        found = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+    except Exception:  # not a zip checkpoint: torch.load says what is wrong
+        return
+    foreign = [name for name in found if name not in _ALLOWED_NAMES]
+    if foreign:
+        raise UnsafeCheckpointError(
+            f'{filename} contains pickled objects of types '
+            f'{", ".join(foreign)}, which are not loaded by default since '
+            'unpickling them can run arbitrary code. If you trust this '
+            f'file, set {UNSAFE_LOAD_ENV}=1 to load it anyway.')
+
+
+def load_from_local_safely(filename: str, map_location: Any = None) -> Any:
+    """mmengine's local-file loader, loading with :func:`load_checkpoint_file`."""
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return load_checkpoint_file(filename, map_location)
+
+
+def register_safe_loader() -> None:
+    """Make mmengine load local checkpoints with :func:`load_from_local_safely`."""
+    CheckpointLoader.register_scheme(prefixes='', force=True)(
+        load_from_local_safely)

@@ -1,0 +1,169 @@
+"""Checks of a toolbox config before anything runs or is written.
+
+The toolboxes find most config mistakes late: a typo in a layer type when the
+model is built (with a message that does not name the type), a missing
+dataset folder when the first batch is loaded, an unreachable pretrained
+checkpoint after the work dir and logs exist, SyncBN on a CPU deep inside the
+first forward. :func:`check_config` finds them first and raises
+:class:`ConfigError` with one line saying what is wrong and what to do.
+"""
+import difflib
+import os.path as osp
+from typing import Iterator, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import MODELS
+from mmengine.runner import CheckpointLoader
+
+from .checkpoint import UnsafeCheckpointError, check_checkpoint_is_safe
+
+# Layer types that only run on CUDA devices.
+GPU_ONLY_NORMS = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
+REMOTE_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'openmmlab://',
+                   'torchvision://', 'mmcls://', 'pavi://', 's3://')
+
+
+class ConfigError(ValueError):
+    """A config that cannot run as it is; the message says how to fix it."""
+
+
+def _walk(node, path: str = '') -> Iterator[Tuple[str, dict]]:
+    """Every dict in a config tree, with its dotted path."""
+    if isinstance(node, dict):
+        yield path, node
+        for key, value in node.items():
+            yield from _walk(value, f'{path}.{key}' if path else str(key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _walk(value, f'{path}[{i}]')
+
+
+def _layer_cfgs(cfg: Config) -> Iterator[Tuple[str, dict]]:
+    for path, node in _walk(cfg.get('model', {}), 'model'):
+        for key in ('conv_cfg', 'norm_cfg'):
+            layer = node.get(key)
+            if isinstance(layer, dict) and 'type' in layer:
+                yield f'{path}.{key}', layer
+
+
+def check_layer_types(cfg: Config) -> None:
+    """Every ``conv_cfg`` / ``norm_cfg`` type resolves in the config's scope."""
+    # The lookup of mmcv's build_conv_layer / build_norm_layer.
+    with MODELS.switch_scope_and_registry(cfg.get('default_scope')) as reg:
+        for path, layer in _layer_cfgs(cfg):
+            name = layer['type']
+            if not isinstance(name, str) or reg.get(name) is not None:
+                continue
+            known, parent = set(), reg
+            while parent is not None:
+                known |= set(parent.module_dict)
+                parent = parent.parent
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = (f'did you mean {" or ".join(map(repr, close))}?'
+                    if close else 'is ws_mm imported (custom_imports)?')
+            raise ConfigError(
+                f'{path}: unknown layer type {name!r}; {hint}')
+
+
+def check_gpu_only_options(cfg: Config, amp: bool = False) -> None:
+    """SyncBN and AMP need CUDA: on a CPU machine, say so before training."""
+    if torch.cuda.is_available():
+        return
+    for path, layer in _layer_cfgs(cfg):
+        if layer['type'] in GPU_ONLY_NORMS or layer.get('sync_bn'):
+            raise ConfigError(
+                f'{path} = {dict(layer)} synchronizes batch statistics across '
+                'GPUs, and this machine has no CUDA GPU: use '
+                "norm_cfg=dict(type='BN', requires_grad=True) (or a GN / BCN "
+                'config, whose statistics need no GPU) to run on CPU')
+    if cfg.get('sync_bn'):
+        raise ConfigError(f"sync_bn={cfg.sync_bn!r} needs CUDA GPUs; remove "
+                          'it to run on CPU')
+    wrapper = cfg.get('optim_wrapper', {}).get('type')
+    if amp or wrapper == 'AmpOptimWrapper':
+        raise ConfigError(
+            'mixed precision (--amp / AmpOptimWrapper) needs a CUDA GPU in '
+            'the toolboxes; drop --amp to train in float32 on CPU')
+
+
+def _dataset_roots(cfg: Config, loaders) -> Iterator[Tuple[str, dict]]:
+    for loader in loaders:
+        if not cfg.get(loader):
+            continue
+        for path, node in _walk(cfg[loader].get('dataset', {}),
+                                f'{loader}.dataset'):
+            if 'data_root' in node or 'ann_file' in node:
+                yield path, node
+
+
+def check_datasets(cfg: Config, loaders=('train_dataloader', )) -> None:
+    """The data folders and annotation files of ``loaders`` exist."""
+    for path, dataset in _dataset_roots(cfg, loaders):
+        root = dataset.get('data_root') or ''
+        if root and not osp.isdir(root):
+            raise ConfigError(
+                f'{path}.data_root: dataset folder {root!r} not found; put '
+                'the dataset there (or a link to it), set data_root to where '
+                'it is, or for the demo data run: python '
+                'tools/make_demo_data.py')
+        ann = dataset.get('ann_file')
+        if ann:
+            ann_path = osp.join(root, ann)
+            if not osp.isfile(ann_path):
+                raise ConfigError(
+                    f'{path}.ann_file: annotation file {ann_path!r} not '
+                    'found; check data_root and ann_file')
+
+
+def _pretrained(cfg: Config) -> Iterator[Tuple[str, str]]:
+    for path, node in _walk(cfg.get('model', {}), 'model'):
+        if node.get('type') == 'Pretrained' and node.get('checkpoint'):
+            yield f'{path}.checkpoint', node['checkpoint']
+        if isinstance(node.get('pretrained'), str):
+            yield f'{path}.pretrained', node['pretrained']
+
+
+def check_checkpoints(cfg: Config) -> None:
+    """Pretrained weights and ``load_from`` can be read, before training.
+
+    Remote weights are fetched here (into the same cache the toolboxes read
+    from), so a machine without network stops now with a one-line error,
+    not after the work dir exists and the model is built.
+    """
+    sources = list(_pretrained(cfg))
+    if cfg.get('load_from'):
+        sources.append(('load_from', cfg.load_from))
+    for path, source in sources:
+        if not source.startswith(REMOTE_PREFIXES):
+            if not osp.isfile(osp.expanduser(source)):
+                raise ConfigError(
+                    f'{path}: checkpoint {source!r} not found; point it at a '
+                    f'local file, or set {path.rsplit(".", 1)[0]}=None to '
+                    'train from scratch')
+            try:
+                check_checkpoint_is_safe(osp.expanduser(source))
+            except UnsafeCheckpointError as error:
+                raise ConfigError(f'{path}: {error}') from None
+            continue
+        try:
+            CheckpointLoader.load_checkpoint(source, map_location='cpu',
+                                             logger='silent')
+        except Exception as error:
+            raise ConfigError(
+                f'{path}: cannot fetch {source!r} ({type(error).__name__}: '
+                f'{str(error).splitlines()[0] if str(error) else ""}); '
+                'download it elsewhere and point the config at the local '
+                f'file, or set {path.rsplit(".", 1)[0]}=None to train from '
+                'scratch') from None
+
+
+def check_config(cfg: Config, *, training: bool, amp: bool = False) -> None:
+    """All checks a train (``training=True``) or test run needs."""
+    if not isinstance(cfg, (Config, ConfigDict)):
+        raise TypeError(f'expected an mmengine Config, got {type(cfg)}')
+    check_layer_types(cfg)
+    check_gpu_only_options(cfg, amp=amp)
+    check_datasets(cfg, ('train_dataloader', 'val_dataloader')
+                   if training else ('test_dataloader', ))
+    check_checkpoints(cfg)

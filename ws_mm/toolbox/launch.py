@@ -1,0 +1,138 @@
+"""Running the toolboxes' own ``train.py`` / ``test.py`` with ws_mm.
+
+``tools/train.py`` and ``tools/test.py`` call :func:`run`. It reads the
+config, picks mmdet or mmseg from its ``default_scope``, checks it
+(:mod:`ws_mm.toolbox.checks`) before anything is written, prepares CPU-only
+distributed runs when there is no GPU, and then runs the toolbox's script
+(shipped in its wheel under ``.mim/tools/``) with the arguments unchanged.
+
+CPU-only distributed runs need two things mmengine does not do by itself: it
+calls ``torch.cuda.set_device`` when it starts the process group, so the
+process group (gloo) is started here first and mmengine leaves it alone; and
+its DDP wrapper passes ``device_ids=[LOCAL_RANK]``, which DDP rejects for CPU
+modules, so ``model_wrapper_cfg.device_ids=None`` is added to the options.
+With a GPU nothing is changed: nccl and the toolbox's normal path.
+"""
+import argparse
+import importlib
+import os
+import runpy
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import List
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, DictAction
+
+from .checks import ConfigError, check_config
+
+TOOLBOXES = ('mmdet', 'mmseg')
+
+
+def toolbox_script(scope: str, tool: str) -> Path:
+    """The toolbox's own ``tools/<tool>.py`` as shipped in its wheel."""
+    package = Path(importlib.import_module(scope).__file__).parent
+    script = package / '.mim' / 'tools' / f'{tool}.py'
+    if not script.is_file():
+        raise ConfigError(f'{script} is missing: reinstall {scope} from its '
+                          'wheel (pip install --force-reinstall --no-deps)')
+    return script
+
+
+def _parse(tool: str, argv: List[str]) -> argparse.Namespace:
+    """The few toolbox arguments ws_mm looks at; all are passed on as given."""
+    parser = argparse.ArgumentParser(prog=f'tools/{tool}.py', add_help=False)
+    parser.add_argument('config')
+    if tool == 'test':
+        parser.add_argument('checkpoint')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction)
+    parser.add_argument('--launcher', default='none')
+    parser.add_argument('--amp', action='store_true')
+    parser.add_argument('--resume', nargs='?', const='auto')
+    return parser.parse_known_args(argv)[0]
+
+
+def _init_cpu_process_group(launcher: str, cfg: Config) -> None:
+    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout', 1800)
+    if launcher == 'slurm':
+        _slurm_env_to_torch_env()
+    elif launcher != 'pytorch':
+        raise ConfigError(f'--launcher {launcher} is not supported without '
+                          'GPUs; use pytorch (tools/dist_train.sh) or slurm')
+    dist.init_process_group('gloo', timeout=timedelta(seconds=timeout))
+
+
+def _slurm_env_to_torch_env() -> None:
+    """What mmengine's slurm launcher sets, with the local rank from SLURM
+    (mmengine derives it from the GPU count, which is 0 here)."""
+    env = os.environ
+    if 'MASTER_ADDR' not in env:
+        nodes = env['SLURM_NODELIST']
+        env['MASTER_ADDR'] = subprocess.run(
+            ['scontrol', 'show', 'hostname', nodes], capture_output=True,
+            text=True, check=True).stdout.split()[0]
+    env.setdefault('MASTER_PORT', '29500')
+    env['WORLD_SIZE'] = env['SLURM_NTASKS']
+    env['RANK'] = env['SLURM_PROCID']
+    env['LOCAL_RANK'] = env.get('SLURM_LOCALID', '0')
+
+
+def _cpu_ddp_options(cfg: Config) -> List[str]:
+    options = ['env_cfg.dist_cfg.backend=gloo',
+               'model_wrapper_cfg.device_ids=None']
+    if cfg.get('model_wrapper_cfg') is None:
+        # What the Runner's default DDP wrapper would have used.
+        find_unused = cfg.get('find_unused_parameters', False)
+        options += ['model_wrapper_cfg.type=MMDistributedDataParallel',
+                    'model_wrapper_cfg.broadcast_buffers=False',
+                    f'model_wrapper_cfg.find_unused_parameters={find_unused}']
+    return ['--cfg-options', *options]
+
+
+def prepare(tool: str, argv: List[str]) -> List[str]:
+    """Check the run and return the toolbox script's full ``sys.argv``."""
+    args = _parse(tool, argv)
+    cfg = Config.fromfile(args.config)  # imports ws_mm via custom_imports
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in TOOLBOXES:
+        raise ConfigError(
+            f'{args.config}: default_scope is {scope!r}; ws_mm tools run '
+            f'configs of {" or ".join(TOOLBOXES)} (set default_scope)')
+    if tool == 'test':
+        cfg.load_from = args.checkpoint
+    elif args.resume not in (None, 'auto'):
+        cfg.load_from = args.resume
+    check_config(cfg, training=tool == 'train', amp=args.amp)
+
+    extra = []
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        _init_cpu_process_group(args.launcher, cfg)
+        extra = _cpu_ddp_options(cfg)
+    return [str(toolbox_script(scope, tool)), *argv, *extra]
+
+
+def run(tool: str, argv: List[str]) -> None:
+    """Entry point of ``tools/train.py`` and ``tools/test.py``."""
+    if not argv or argv[0] in ('-h', '--help'):
+        print(f'usage: tools/{tool}.py CONFIG '
+              f'{"CHECKPOINT " if tool == "test" else ""}[toolbox arguments]\n'
+              'Runs the train/test script of the toolbox named by the '
+              "config's default_scope (mmdet or mmseg) with ws_mm loaded; "
+              f'tools/{tool}.py CONFIG --help lists its arguments.')
+        return
+    if '-h' in argv or '--help' in argv:
+        scope = Config.fromfile(argv[0]).get('default_scope')
+        sys.argv = [str(toolbox_script(scope, tool)), *argv]
+    else:
+        try:
+            sys.argv = prepare(tool, argv)
+        except (ConfigError, FileNotFoundError) as error:
+            if os.environ.get('RANK', '0') == '0':
+                print(f'error: {error}', file=sys.stderr)
+            sys.exit(2)
+    runpy.run_path(sys.argv[0], run_name='__main__')
