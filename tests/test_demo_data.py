@@ -1,0 +1,332 @@
+"""tools/make_demo_data.py writes COCO and VOC data that the toolboxes' own
+dataset classes and metrics read unchanged."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED, SIZE, NUM = 3, 160, dict(train=12, val=6)
+ARGS = ['--seed', str(SEED), '--size', str(SIZE), '--num-train',
+        str(NUM['train']), '--num-val', str(NUM['val'])]
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location(
+        'make_demo_data', ROOT / 'tools' / 'make_demo_data.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+tool = load_tool()
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp('demo')
+    tool.main(ARGS + ['--out', str(out)])
+    return out
+
+
+@pytest.fixture(scope='module')
+def photos():
+    return tool.load_photos()
+
+
+def scene(photos, split, image_id):
+    index = image_id - 1 - (tool.VAL_ID_OFFSET if split == 'val' else 0)
+    return tool.make_scene(SEED, split, index, SIZE, photos)
+
+
+def painted(labels, masks, shape):
+    """Class per pixel, later objects on top: the truth without void."""
+    label_map = np.zeros(shape, np.uint8)
+    for label, mask in zip(labels, masks):
+        label_map[mask] = label
+    return label_map
+
+
+def coco_json(demo, split):
+    return demo / 'coco' / 'annotations' / f'instances_{split}2017.json'
+
+
+def voc_names(demo, split):
+    path = demo / 'VOCdevkit/VOC2012/ImageSets/Segmentation' / f'{split}.txt'
+    return path.read_text().split()
+
+
+def voc_png(demo, name):
+    return Image.open(
+        demo / 'VOCdevkit/VOC2012/SegmentationClass' / f'{name}.png')
+
+
+def iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+# ----------------------------------------------------------------- COCO --
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_coco_loads_with_pycocotools_and_matches_the_scenes(
+        demo, photos, split):
+    coco = COCO(str(coco_json(demo, split)))
+    assert len(coco.imgs) == NUM[split]
+    assert {c['id']: c['name'] for c in coco.cats.values()} == dict(
+        enumerate(tool.COCO_CLASSES, 1))
+    occluded = 0
+    for img_id, info in coco.imgs.items():
+        path = demo / 'coco' / f'{split}2017' / info['file_name']
+        assert Image.open(path).size == (info['width'], info['height'])
+        assert max(info['width'], info['height']) == SIZE
+        image, labels, masks = scene(photos, split, img_id)
+        # The JPEG is that scene (up to compression, which smooths noise).
+        assert np.abs(np.asarray(Image.open(path))[..., ::-1] -
+                      image.astype(float)).mean() < 8
+        visible = tool.visible_masks(masks)
+        occluded += sum(v.sum() < m.sum() for v, m in zip(visible, masks))
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
+        for ann in anns:
+            assert ann['iscrowd'] == 0 and ann['area'] > 0
+            assert all(len(p) >= 6 and len(p) % 2 == 0
+                       for p in ann['segmentation'])
+            mask = coco.annToMask(ann).astype(bool)
+            ys, xs = np.nonzero(mask)
+            x, y, w, h = ann['bbox']
+            assert w >= 1 and h >= 1
+            # The bbox is the box of the mask's pixels.
+            assert (xs.min(), ys.min()) == (x, y)
+            assert (xs.max() + 1, ys.max() + 1) == (x + w, y + h)
+            # The polygons trace the VISIBLE part of an object of its class
+            # (exactly, but for crumbs of a few pixels that are dropped).
+            best = max(iou(mask, v) for label, v in zip(labels, visible)
+                       if label == ann['category_id'])
+            assert best > 0.97
+        # Every clearly visible object is annotated, none twice.
+        clear = sum(v.sum() > 0.3 * m.sum() and v.sum() > 50
+                    for v, m in zip(visible, masks))
+        assert clear <= len(anns) <= len(masks)
+    assert len(coco.anns) > NUM[split]  # several objects per image
+    assert occluded > 0  # so the visible-part checks above mean something
+
+
+def test_coco_drops_almost_fully_occluded_instances():
+    mask = np.zeros((40, 40), bool)
+    mask[5:35, 5:35] = True
+    visible = mask.copy()
+    visible[:33] = False  # 2 of 30 rows left: under 10 % visible
+    assert tool.coco_annotation(visible, mask) is None
+    visible = mask.copy()
+    visible[25:] = False
+    ann = tool.coco_annotation(visible, mask)
+    assert ann['bbox'] == [5.0, 5.0, 30.0, 20.0]
+    # Vertices sit a quarter pixel inside the pixel edges ...
+    assert ann['area'] == 29.5 * 19.5
+    # ... so that COCO's rasterization gives back exactly these pixels.
+    rle = mask_utils.merge(mask_utils.frPyObjects(ann['segmentation'], 40, 40))
+    np.testing.assert_array_equal(mask_utils.decode(rle), visible)
+
+
+def test_mmdet_coco_dataset_reads_it(demo):
+    from mmcv.transforms import LoadImageFromFile
+    from mmdet.datasets import CocoDataset
+    from mmdet.datasets.transforms import LoadAnnotations
+
+    raw = json.loads(coco_json(demo, 'train').read_text())
+    dataset = CocoDataset(
+        data_root=str(demo / 'coco'),
+        ann_file='annotations/instances_train2017.json',
+        data_prefix=dict(img='train2017/'),
+        metainfo=dict(classes=tool.COCO_CLASSES),
+        pipeline=[dict(type=LoadImageFromFile),
+                  dict(type=LoadAnnotations, with_bbox=True, with_mask=True,
+                       poly2mask=False)],
+        test_mode=False)
+    assert len(dataset) == NUM['train']
+    infos = [dataset.get_data_info(i) for i in range(len(dataset))]
+    assert sum(len(i['instances']) for i in infos) == len(raw['annotations'])
+    sample = dataset[0]
+    h, w = sample['img'].shape[:2]
+    assert (w, h) == (raw['images'][0]['width'], raw['images'][0]['height'])
+    n = len(infos[0]['instances'])
+    assert n > 0 and len(sample['gt_masks']) == n
+    assert sample['gt_bboxes'].tensor.shape == (n, 4)
+    assert set(sample['gt_bboxes_labels'].tolist()) <= set(range(5))
+
+
+def gt_as_predictions(coco, img_id):
+    info = coco.imgs[img_id]
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
+    bboxes = [[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in anns)]
+    masks = np.zeros((len(anns), info['height'], info['width']), bool)
+    for mask, ann in zip(masks, anns):
+        mask[:] = coco.annToMask(ann)
+    return dict(
+        img_id=img_id, ori_shape=(info['height'], info['width']),
+        pred_instances=dict(
+            bboxes=torch.tensor(bboxes, dtype=torch.float32).view(-1, 4),
+            scores=torch.ones(len(anns)),
+            labels=torch.tensor([a['category_id'] - 1 for a in anns],
+                                dtype=torch.long),
+            masks=torch.from_numpy(masks)))
+
+
+def test_ground_truth_scores_ap_1_in_mmdet_coco_metric(demo):
+    from mmdet.evaluation import CocoMetric
+
+    ann_file = str(coco_json(demo, 'val'))
+    coco = COCO(ann_file)
+    metric = CocoMetric(ann_file=ann_file, metric=['bbox', 'segm'])
+    metric.dataset_meta = dict(classes=tool.COCO_CLASSES)
+    samples = [gt_as_predictions(coco, i) for i in sorted(coco.imgs)]
+    metric.process({}, samples)
+    result = metric.evaluate(size=len(samples))
+    assert result['coco/bbox_mAP'] == 1.0
+    assert result['coco/segm_mAP'] == 1.0
+    # Control: with one image's predictions missing, recall drops below 1.
+    samples[0]['pred_instances'] = {
+        k: v[:0] for k, v in samples[0]['pred_instances'].items()}
+    metric.process({}, samples)
+    result = metric.evaluate(size=len(samples))
+    assert result['coco/bbox_mAP'] < 1.0 and result['coco/segm_mAP'] < 1.0
+
+
+# ------------------------------------------------------------------ VOC --
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_voc_maps_are_palette_pngs_of_the_drawn_classes(demo, photos, split):
+    from mmseg.datasets import PascalVOCDataset
+
+    assert tool.VOC_CLASSES == PascalVOCDataset.METAINFO['classes'][:6]
+    names = voc_names(demo, split)
+    assert len(names) == NUM[split]
+    voc_palette = np.array(PascalVOCDataset.METAINFO['palette'], np.uint8)
+    for name in names:
+        png = voc_png(demo, name)
+        assert png.mode == 'P'
+        palette = np.array(png.getpalette(), np.uint8).reshape(-1, 3)
+        np.testing.assert_array_equal(palette[:21], voc_palette)
+        assert palette[255].tolist() == [224, 224, 192]  # VOC's void colour
+        seg = np.asarray(png)
+        image, labels, masks = scene(photos, split, int(name))
+        truth = painted(labels, masks, image.shape[:2])
+        # A pixel is on a boundary if one of its 8 neighbours differs.
+        padded = np.pad(truth, 1, mode='edge')
+        h, w = truth.shape
+        boundary = np.zeros_like(truth, bool)
+        for dy in range(3):
+            for dx in range(3):
+                boundary |= padded[dy:dy + h, dx:dx + w] != truth
+        assert (seg == 255).any()
+        np.testing.assert_array_equal(seg == 255, boundary)
+        np.testing.assert_array_equal(seg[~boundary], truth[~boundary])
+        assert set(np.unique(seg)) - {255} <= {0, *labels}
+
+
+def test_mmseg_voc_dataset_reads_it(demo):
+    from mmcv.transforms import LoadImageFromFile
+    from mmseg.datasets import PascalVOCDataset
+    from mmseg.datasets.transforms import LoadAnnotations
+
+    root = demo / 'VOCdevkit' / 'VOC2012'
+    for split in ('train', 'val'):
+        dataset = PascalVOCDataset(
+            data_root=str(root),
+            data_prefix=dict(img_path='JPEGImages',
+                             seg_map_path='SegmentationClass'),
+            ann_file=f'ImageSets/Segmentation/{split}.txt',
+            pipeline=[dict(type=LoadImageFromFile),
+                      dict(type=LoadAnnotations)])
+        assert len(dataset) == NUM[split]
+    sample = dataset[0]
+    name = Path(sample['img_path']).stem
+    np.testing.assert_array_equal(sample['gt_seg_map'],
+                                  np.asarray(voc_png(demo, name)))
+    assert sample['img'].shape[:2] == sample['gt_seg_map'].shape
+    # Same scenes as COCO: byte-identical JPEGs.
+    assert (root / 'JPEGImages' / f'{name}.jpg').read_bytes() == (
+        demo / 'coco' / 'val2017' / f'{name}.jpg').read_bytes()
+
+
+def test_ground_truth_scores_miou_100_in_mmseg_iou_metric(demo, photos):
+    from mmseg.datasets import PascalVOCDataset
+    from mmseg.evaluation import IoUMetric
+
+    metric = IoUMetric(iou_metrics=['mIoU'])
+    metric.dataset_meta = dict(classes=PascalVOCDataset.METAINFO['classes'])
+    samples = []
+    for name in voc_names(demo, 'val'):
+        gt = np.asarray(voc_png(demo, name)).astype(np.int64)
+        # Predict the truth without void: void pixels must be ignored.
+        pred = painted(*scene(photos, 'val', int(name))[1:], gt.shape)
+        samples.append(dict(
+            pred_sem_seg=dict(data=torch.from_numpy(pred[None]).long()),
+            gt_sem_seg=dict(data=torch.from_numpy(gt[None]))))
+    metric.process({}, samples)
+    assert metric.evaluate(len(samples))['mIoU'] == 100.0
+    # Control: predicting background everywhere is far from perfect.
+    for sample in samples:
+        sample['pred_sem_seg']['data'] = torch.zeros_like(
+            sample['pred_sem_seg']['data'])
+    metric.process({}, samples)
+    assert metric.evaluate(len(samples))['mIoU'] < 50
+
+
+# ------------------------------------------------ determinism and the CLI --
+
+
+def files(root):
+    return {p.relative_to(root): p.read_bytes()
+            for p in sorted(root.rglob('*')) if p.is_file()}
+
+
+def test_same_seed_same_bytes_other_seed_other_data(demo, tmp_path):
+    tool.main(ARGS + ['--out', str(tmp_path / 'same')])
+    assert files(tmp_path / 'same') == files(demo)
+    tool.main(ARGS + ['--out', str(tmp_path / 'other'), '--seed', '4',
+                      '--only', 'coco'])
+    assert not (tmp_path / 'other' / 'VOCdevkit').exists()
+    for split in ('train', 'val'):
+        assert (coco_json(tmp_path / 'other', split).read_bytes() !=
+                coco_json(demo, split).read_bytes())
+
+
+def test_cli_skips_when_up_to_date_and_rewrites_when_args_change(tmp_path):
+    out = tmp_path / 'demo'
+    small = ['--num-train', '2', '--num-val', '1', '--size', '96']
+
+    def run(*extra):
+        return subprocess.run(
+            [sys.executable, str(ROOT / 'tools' / 'make_demo_data.py'),
+             '--out', str(out), *small, *extra],
+            capture_output=True, text=True, check=True).stdout
+
+    assert run().startswith('wrote 2 train + 1 val images')
+    stamp = out / 'coco' / tool.STAMP
+    mtime = stamp.stat().st_mtime_ns
+    assert 'up to date' in run()
+    assert stamp.stat().st_mtime_ns == mtime
+    # Fewer images: the stale ones go, the splits list only the new ones.
+    run('--num-train', '1')
+    assert len(list((out / 'coco' / 'train2017').iterdir())) == 1
+    assert len(voc_names(out, 'trainval')) == 2
+    assert stamp.stat().st_mtime_ns != mtime
+
+
+def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / 'coco').mkdir()
+    (tmp_path / 'coco' / 'mine.txt').write_text('keep me')
+    with pytest.raises(SystemExit, match='not written by this tool'):
+        tool.main(['--out', str(tmp_path), '--num-train', '1',
+                   '--num-val', '1', '--size', '96'])
+    assert (tmp_path / 'coco' / 'mine.txt').read_text() == 'keep me'
