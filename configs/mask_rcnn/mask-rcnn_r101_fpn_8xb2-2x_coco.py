@@ -1,0 +1,14 @@
+# Mask R-CNN R-101-FPN on COCO, BN (mmdet's stock model, the BN baseline).
+# 8 processes x 2 images (total batch 16), SGD lr 0.02 as mmdet's stock and
+# gn+ws configs (auto_scale_lr base_batch_size=16: with another total batch
+# B use lr = 0.02 * B / 16, mmdet's `--auto-scale-lr`).
+# Schedule 2x: 24 epochs, LR x0.1 after epochs 16 and 22.
+_base_ = './mask-rcnn_r50_fpn_8xb2-2x_coco.py'
+
+# ImageNet-pretrained ResNet-101 from torchvision, as mmdet's stock config.
+model = dict(
+    backbone=dict(
+        depth=101,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='torchvision://resnet101')))

@@ -1,0 +1,465 @@
+"""The configs under configs/: they load, say what they are, change only the
+normalization switch, and build models that train one step on CPU.
+
+Every ``configs/**/*.py`` outside ``_base_`` is tested (a new config is picked
+up by the glob). Pretrained weights are never loaded: every ``Pretrained``
+init_cfg and mmseg's ``pretrained`` are cleared first, since nothing on a test
+machine can download them. The one training step runs on a tiny input with
+test-only cuts that leave the structure alone (fewer RoIs sampled); SyncBN
+is reverted to BN for it (SyncBN needs GPUs; the structure is what is tested).
+"""
+import copy
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import DefaultScope
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import ws_mm  # noqa: F401  (registers the layers)
+from ws_mm.layers import WS_CONVS, BatchChannelNorm, EstimatedBatchNorm
+
+pytestmark = [
+    pytest.mark.filterwarnings('ignore:pkg_resources is deprecated'),
+    # the toolboxes' own notices, not about these configs
+    pytest.mark.filterwarnings('ignore:Default ``avg_non_ignore``'),
+    pytest.mark.filterwarnings('ignore:``build_loss`` would be deprecated'),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / 'configs'
+CONFIGS = sorted(
+    p for p in CONFIG_DIR.rglob('*.py')
+    if '_base_' not in p.relative_to(CONFIG_DIR).parts)
+IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
+FULL_SIZE = [p for p in CONFIGS if p.parent.name != 'demo']
+FULL_IDS = [str(p.relative_to(CONFIG_DIR)) for p in FULL_SIZE]
+
+# The submodules the GN+WS / BCN+WS switch covers, per toolbox, and the convs
+# in them that stay plain on purpose (the predictors, as in mmdet's gn+ws).
+SWITCHED = {
+    'mmdet': ('backbone', 'neck', 'roi_head.bbox_head', 'roi_head.mask_head'),
+    'mmseg': ('backbone', 'decode_head', 'auxiliary_head'),
+}
+PLAIN_CONVS = {'conv_logits', 'upsample', 'conv_seg'}
+# The toolboxes' own configs, as their wheels ship them.
+TOOLBOX_CONFIGS = {
+    tb: Path(__import__(tb).__file__).parent / '.mim' / 'configs'
+    for tb in ('mmdet', 'mmseg')
+}
+STOCK = {
+    'mmdet': 'mask_rcnn/mask-rcnn_r{depth}_fpn_2x_coco.py',
+    'mmseg': 'deeplabv3/deeplabv3_r{depth}-d8_4xb4-20k_voc12aug-512x512.py',
+}
+
+
+def test_configs_found():
+    assert len(CONFIGS) >= 24, IDS
+    assert {p.parent.name for p in CONFIGS} >= {'mask_rcnn', 'deeplabv3',
+                                                'demo'}
+
+
+@lru_cache(maxsize=None)
+def _load(path):
+    return Config.fromfile(str(path))
+
+
+def load(path):
+    return copy.deepcopy(_load(path))
+
+
+def toolbox(cfg):
+    assert cfg.default_scope in SWITCHED, cfg.default_scope
+    return cfg.default_scope
+
+
+def get(cfg, dotted):
+    for key in dotted.split('.'):
+        cfg = cfg.get(key) if cfg is not None else None
+    return cfg
+
+
+def flatten(obj, prefix=''):
+    """{'a.b[0].c': value} of a config dict, without mmengine's _scope_."""
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if key != '_scope_':
+                name = f'{prefix}.{key}' if prefix else key
+                out.update(flatten(value, name))
+        return out
+    if isinstance(obj, (list, tuple)) and any(
+            isinstance(x, dict) for x in obj):
+        out = {}
+        for i, value in enumerate(obj):
+            out.update(flatten(value, f'{prefix}[{i}]'))
+        return out
+    return {prefix: obj}
+
+
+def diff(a, b):
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
+    return {k for k in fa.keys() | fb.keys()
+            if fa.get(k, '<absent>') != fb.get(k, '<absent>')}
+
+
+def kind(path):
+    """(normalization, depth) the file name says."""
+    name = path.name
+    norm = ('bcn-ws' if '_bcn-ws-all_' in name else
+            'gn-ws' if '_gn-ws-all_' in name else
+            'gn' if '_gn-all_' in name else 'bn')
+    depth = int(re.search(r'_r(\d+)b?[-_]', name).group(1))
+    return norm, depth
+
+
+# --------------------------------------------------------------------------
+# Loading, naming, pretrained weights: cheap, no model is built.
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=IDS)
+def test_config_says_what_it_is(path):
+    cfg = load(path)
+    assert 'ws_mm' in cfg.custom_imports['imports']
+    assert cfg.custom_imports.get('allow_failed_imports') is False
+    tb = toolbox(cfg)
+    norm, depth = kind(path)
+    model = cfg.model
+    assert model.backbone.depth == depth
+
+    # NxbB in the name: B images per process.
+    batch = int(re.search(r'_\d+xb(\d+)-', path.name).group(1))
+    assert cfg.train_dataloader.batch_size == batch
+
+    conv_cfgs = [get(model, f'{m}.conv_cfg') for m in SWITCHED[tb]]
+    norm_cfgs = [get(model, f'{m}.norm_cfg') for m in SWITCHED[tb]]
+    if norm in ('gn-ws', 'bcn-ws'):
+        variant = 'B' if norm == 'bcn-ws' else 'A'
+        for conv_cfg in conv_cfgs:
+            assert conv_cfg['type'] == 'ConvWS'
+            assert conv_cfg.get('variant', 'A') == variant
+    else:
+        assert conv_cfgs == [None] * len(conv_cfgs)
+    expected_norm = {'bcn-ws': 'BCN', 'gn-ws': 'GN', 'gn': 'GN'}.get(norm)
+    if expected_norm:
+        for norm_cfg in norm_cfgs:
+            assert norm_cfg['type'] == expected_norm
+            assert norm_cfg['num_groups'] == 32
+    if norm == 'bcn-ws':
+        assert all(n['mode'] == 'estimate' for n in norm_cfgs)
+        assert model.backbone.norm_eval is False
+    if tb == 'mmdet' and norm != 'bn':
+        assert model.roi_head.bbox_head.type == 'Shared4Conv1FCBBoxHead'
+
+    # Schedules: 2x / 20-23-24e (mmdet), 20k (mmseg), iterations (demo).
+    if '-2x_' in path.name:
+        assert cfg.train_cfg.max_epochs == 24
+        assert cfg.param_scheduler[1].milestones == [16, 22]
+    elif '-20-23-24e_' in path.name:
+        assert cfg.train_cfg.max_epochs == 24
+        assert cfg.param_scheduler[1].milestones == [20, 23]
+    elif '-20k_' in path.name:
+        assert cfg.train_cfg.max_iters == 20000
+    else:
+        iters = int(re.search(r'-(\d+)it_', path.name).group(1))
+        assert cfg.train_cfg.type == 'IterBasedTrainLoop'
+        assert cfg.train_cfg.max_iters == iters
+
+
+@pytest.mark.parametrize('path', FULL_SIZE, ids=FULL_IDS)
+def test_pretrained_backbone(path):
+    cfg = load(path)
+    tb = toolbox(cfg)
+    norm, depth = kind(path)
+    backbone = cfg.model.backbone
+    if tb == 'mmseg' and norm == 'bn':  # stock: ResNetV1c via `pretrained`
+        assert backbone.type == 'ResNetV1c'
+        assert cfg.model.pretrained == f'open-mmlab://resnet{depth}_v1c'
+        return
+    expected = {
+        'bn': f'torchvision://resnet{depth}',
+        'gn': f'open-mmlab://detectron/resnet{depth}_gn',
+        'gn-ws': f'open-mmlab://jhu/resnet{depth}_gn_ws',
+        'bcn-ws': f'checkpoints/resnet{depth}_bcn_ws.pth',
+    }[norm]
+    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=expected)
+    if tb == 'mmseg':
+        # torchvision-style checkpoints: the v1b stem, named "r50b"/"r101b".
+        assert backbone.type == 'ResNet'
+        assert cfg.model.pretrained is None
+        assert f'_r{depth}b-' in path.name
+    text = path.read_text()
+    if norm == 'bcn-ws':  # the conversion command is given
+        assert 'tools/convert_pretrained.py' in text
+        assert f'checkpoints/resnet{depth}_bcn_ws.pth' in text
+
+
+DEMOS = [p for p in CONFIGS if p.parent.name == 'demo']
+
+
+@pytest.mark.parametrize('path', DEMOS, ids=lambda p: p.name)
+def test_demo_is_small_and_local(path):
+    cfg = load(path)
+    assert cfg.model.backbone.init_cfg is None
+    assert cfg.model.get('pretrained') is None
+    assert cfg.train_dataloader.dataset.data_root.startswith('data/demo/')
+    assert cfg.train_dataloader.num_workers <= 2
+    if cfg.train_dataloader.num_workers == 0:
+        assert cfg.train_dataloader.persistent_workers is False
+    assert cfg.train_cfg.max_iters <= 1000
+    assert cfg.train_cfg.val_interval == cfg.train_cfg.max_iters
+    checkpoint = cfg.default_hooks.checkpoint
+    assert checkpoint.by_epoch is False
+    assert cfg.train_cfg.max_iters % checkpoint.interval == 0
+    assert cfg.default_hooks.logger.interval <= 20
+    if toolbox(cfg) == 'mmdet':
+        assert cfg.val_evaluator.type == 'CocoMetric'
+        assert set(cfg.val_evaluator.metric) == {'bbox', 'segm'}
+        classes = cfg.train_dataloader.dataset.metainfo.classes
+        assert cfg.val_dataloader.dataset.metainfo.classes == classes
+        assert cfg.model.roi_head.bbox_head.num_classes == len(classes)
+        assert cfg.model.roi_head.mask_head.num_classes == len(classes)
+    else:
+        assert cfg.val_evaluator.type == 'IoUMetric'
+        assert cfg.train_dataloader.dataset.type == 'PascalVOCDataset'
+        assert cfg.model.decode_head.num_classes == 21
+
+
+def test_demo_classes_match_the_generator():
+    """The demo detection config names the generator's COCO categories."""
+    tool = ROOT / 'tools' / 'make_demo_data.py'
+    if not tool.exists():
+        pytest.skip('tools/make_demo_data.py is not there yet')
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('make_demo_data', tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, 'COCO_CLASSES'):
+        pytest.skip('tools/make_demo_data.py defines no COCO_CLASSES')
+    for path in CONFIGS:
+        cfg = load(path)
+        if path.parent.name == 'demo' and toolbox(cfg) == 'mmdet':
+            assert tuple(cfg.classes) == tuple(module.COCO_CLASSES), path
+
+
+# --------------------------------------------------------------------------
+# Nothing but the switch differs from the toolboxes' own configs.
+
+# Keys a config may change with respect to the stock config of its toolbox.
+SWITCH_KEYS = [
+    r'custom_imports\..*',
+    r'(conv_cfg|norm_cfg)\..*',  # the snippets' top-level variables
+    r'model\.({})\.(conv_cfg|norm_cfg)\..*',
+    r'model\.backbone\.init_cfg\..*',
+]
+EXTRA_KEYS = {
+    # mmdet's GN/GN+WS switch also swaps in the 4-conv bbox head
+    ('mmdet', 'gn'): [r'model\.roi_head\.bbox_head\.(type|conv_out_channels)',
+                      # Detectron's GN weights want Caffe-style input
+                      r'model\.data_preprocessor\.(mean|std|bgr_to_rgb)'],
+    ('mmdet', 'gn-ws'): [
+        r'model\.roi_head\.bbox_head\.(type|conv_out_channels)'],
+    ('mmdet', 'bcn-ws'): [
+        r'model\.roi_head\.bbox_head\.(type|conv_out_channels)',
+        r'model\.backbone\.norm_eval'],
+    # torchvision-style weights: v1b stem, `pretrained` cleared; 2 per GPU
+    ('mmseg', 'gn-ws'): [r'model\.backbone\.type', r'model\.pretrained',
+                         r'train_dataloader\.batch_size'],
+    ('mmseg', 'bcn-ws'): [r'model\.backbone\.type', r'model\.pretrained',
+                          r'train_dataloader\.batch_size'],
+}
+
+
+@pytest.mark.parametrize('path', FULL_SIZE, ids=FULL_IDS)
+def test_only_the_switch_differs_from_stock(path):
+    cfg = load(path)
+    tb = toolbox(cfg)
+    norm, depth = kind(path)
+    stock = Config.fromfile(TOOLBOX_CONFIGS[tb] /
+                            STOCK[tb].format(depth=depth))
+    allowed = [p.format('|'.join(m.replace('.', r'\.') for m in SWITCHED[tb]))
+               for p in SWITCH_KEYS] + EXTRA_KEYS.get((tb, norm), [])
+    if '-20-23-24e_' in path.name:
+        allowed.append(r'param_scheduler\[1\]\.milestones')
+    unexpected = sorted(k for k in diff(stock, cfg)
+                        if not any(re.fullmatch(p, k) for p in allowed))
+    assert unexpected == [], f'{path.name} changes more than the switch'
+
+
+@pytest.mark.parametrize('path', [p for p in FULL_SIZE if '_gn-ws-all_' in
+                                  p.name and p.parent.name == 'mask_rcnn'],
+                         ids=lambda p: p.name)
+def test_gn_ws_equals_mmdet_gn_ws(path):
+    """Our Mask R-CNN GN+WS configs are mmdet's gn+ws configs (+ ws_mm)."""
+    name = path.name.replace('_8xb2-', '_')
+    theirs = Config.fromfile(TOOLBOX_CONFIGS['mmdet'] / 'gn+ws' / name)
+    assert diff(theirs, load(path)) == {
+        'custom_imports.imports', 'custom_imports.allow_failed_imports',
+        'max_epochs'  # a bare variable of mmdet's file
+    }
+
+
+# --------------------------------------------------------------------------
+# Build, check the layers, one training step.
+
+
+def strip_pretrained(obj):
+    """Clear every Pretrained init_cfg and `pretrained` (in place)."""
+    if isinstance(obj, dict):
+        for key, value in list(obj.items()):
+            if key == 'pretrained':
+                obj[key] = None
+            elif key == 'init_cfg' and _is_pretrained(value):
+                obj[key] = None
+            else:
+                strip_pretrained(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            strip_pretrained(value)
+
+
+def _is_pretrained(init_cfg):
+    items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
+    return any(isinstance(i, dict) and i.get('type') == 'Pretrained'
+               for i in items)
+
+
+def submodule(model, dotted):
+    for name in dotted.split('.'):
+        model = getattr(model, name)
+    return model
+
+
+def check_layers(model, cfg, tb):
+    """The layers in each switched submodule are the ones its config asks."""
+    any_ws_cfg = 'ConvWS' in cfg.pretty_text
+    if not any_ws_cfg:
+        assert not any(isinstance(m, WS_CONVS) for m in model.modules())
+    for dotted in SWITCHED[tb]:
+        part = submodule(model, dotted)
+        sub_cfg = get(cfg.model, dotted)
+        conv_cfg, norm_cfg = sub_cfg.get('conv_cfg'), sub_cfg.get('norm_cfg')
+        convs = {n: m for n, m in part.named_modules()
+                 if isinstance(m, nn.modules.conv._ConvNd)}
+        ws = {n: m for n, m in convs.items() if isinstance(m, WS_CONVS)}
+        if conv_cfg and conv_cfg['type'] == 'ConvWS':
+            plain = {n for n in convs if n not in ws}
+            assert ws, dotted
+            assert all(n.split('.')[-1] in PLAIN_CONVS for n in plain), (
+                dotted, sorted(plain))
+            variant = conv_cfg.get('variant', 'A')
+            assert {m.ws_variant for m in ws.values()} == {variant}, dotted
+        else:
+            assert not ws, (dotted, sorted(ws))
+
+        bcns = [m for m in part.modules() if isinstance(m, BatchChannelNorm)]
+        inner = {id(m.pbn) for m in bcns}
+        norms = [m for m in part.modules()
+                 if isinstance(m, (nn.GroupNorm, _BatchNorm,
+                                   EstimatedBatchNorm))
+                 and id(m) not in inner]
+        norm_type = norm_cfg['type'] if norm_cfg else None
+        if norm_type == 'BCN':
+            assert bcns and not norms, dotted
+            assert {m.mode for m in bcns} == {norm_cfg['mode']}, dotted
+            assert {m.num_groups for m in bcns} == {norm_cfg['num_groups']}
+        elif norm_type == 'GN':
+            assert norms and not bcns, dotted
+            assert all(type(m) is nn.GroupNorm for m in norms), dotted
+        elif norm_type in ('BN', 'SyncBN'):
+            assert norms and not bcns, dotted
+            assert all(isinstance(m, _BatchNorm) for m in norms), dotted
+        else:
+            assert not norms and not bcns, (dotted, norm_type)
+
+
+def det_batch(size):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    inputs, samples = [], []
+    boxes = torch.tensor([[8., 10., 60., 70.], [50., 40., 120., 100.]])
+    for i in range(2):
+        sample = DetDataSample(metainfo=dict(
+            img_shape=(size, size), ori_shape=(size, size),
+            scale_factor=(1., 1.)))
+        masks = torch.zeros(2, size, size, dtype=torch.uint8)
+        for k, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+            masks[k, y1:y2, x1:x2] = 1
+        sample.gt_instances = InstanceData(
+            bboxes=boxes.clone(), labels=torch.tensor([0, 1]),
+            masks=BitmapMasks(masks.numpy(), size, size))
+        inputs.append(torch.randint(0, 256, (3, size, size),
+                                    dtype=torch.uint8))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+def seg_batch(size):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    inputs, samples = [], []
+    for i in range(2):
+        sample = SegDataSample(metainfo=dict(
+            img_shape=(size, size), ori_shape=(size, size),
+            pad_shape=(size, size)))
+        label = torch.zeros(1, size, size, dtype=torch.long)
+        label[:, size // 4:size // 2, size // 4:] = 1 + i
+        label[:, -4:, :] = 255  # some 'ignore' pixels, as in VOC
+        sample.gt_sem_seg = PixelData(data=label)
+        inputs.append(torch.randint(0, 256, (3, size, size),
+                                    dtype=torch.uint8))
+        samples.append(sample)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=IDS)
+def test_build_and_train_one_step(path):
+    cfg = load(path)
+    tb = toolbox(cfg)
+    model_cfg = copy.deepcopy(cfg.model)
+    strip_pretrained(model_cfg)
+    if tb == 'mmdet':  # test-only: fewer RoIs, same structure
+        model_cfg.train_cfg.rpn_proposal.update(nms_pre=200, max_per_img=100)
+        model_cfg.train_cfg.rcnn.sampler.num = 64
+    else:  # pad to the tiny input instead of the 512 crop
+        model_cfg.data_preprocessor.size = (64, 64)
+
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope(tb):
+        if tb == 'mmdet':
+            from mmdet.registry import MODELS
+        else:
+            from mmseg.registry import MODELS
+        model = MODELS.build(model_cfg)
+        model.init_weights()
+        model = revert_sync_batchnorm(model)  # SyncBN: GPU only
+        check_layers(model, cfg, tb)
+
+        model.train()
+        batch = det_batch(128) if tb == 'mmdet' else seg_batch(64)
+        data = model.data_preprocessor(batch, True)
+        losses = model(**data, mode='loss')
+    loss = sum(v.sum() if isinstance(v, torch.Tensor) else sum(
+        x.sum() for x in v) for k, v in losses.items() if 'loss' in k)
+    assert torch.isfinite(loss), losses
+    loss.backward()
+
+    ws = [m for m in model.modules() if isinstance(m, WS_CONVS)]
+    trainable = [m for m in ws if m.weight.requires_grad]  # not frozen
+    assert bool(trainable) == bool(ws)
+    for m in trainable:
+        assert m.weight.grad is not None
+        assert torch.isfinite(m.weight.grad).all()
+    if trainable:
+        assert any(m.weight.grad.abs().sum() > 0 for m in trainable)
+    for m in model.modules():
+        if isinstance(m, BatchChannelNorm) and m.mode == 'estimate':
+            # estimates move in training only (frozen stages are in eval)
+            expected = 1 if m.training else 0
+            assert int(m.pbn.num_batches_tracked) == expected
