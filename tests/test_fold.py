@@ -61,3 +61,42 @@ def test_folded_model_exports_to_onnx_with_standard_ops_only():
     domains = {node.domain for node in model.graph.node}
     assert domains <= {'', 'ai.onnx'}, domains
     assert {'Conv', 'ConvTranspose'} <= {n.op_type for n in model.graph.node}
+
+
+def test_fold_tool_writes_a_config_and_checkpoint_without_ws(tmp_path):
+    """tools/fold_ws.py on the demo segmenter: the folded pair, built by the
+    toolbox alone, computes what the WS model computes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    root = Path(__file__).resolve().parents[1]
+    config = root / ('configs/demo/deeplabv3_r18-d16_gn-ws-all_1xb2-500it_'
+                     'demo-voc-256x256.py')
+    cfg = Config.fromfile(config)
+    init_default_scope('mmseg')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    checkpoint = tmp_path / 'model.pth'
+    torch.save({'state_dict': model.state_dict()}, checkpoint)
+
+    subprocess.run([sys.executable, str(root / 'tools/fold_ws.py'),
+                    str(config), str(checkpoint), str(tmp_path / 'out')],
+                   check=True, capture_output=True)
+    folded_cfg = Config.fromfile(tmp_path / 'out' / f'{config.stem}_folded.py')
+    assert 'ConvWS' not in folded_cfg.pretty_text
+    folded = MODELS.build(folded_cfg.model)
+    assert not any(isinstance(m, WS_CONVS) for m in folded.modules())
+    state = torch.load(tmp_path / 'out' / f'{config.stem}_folded.pth')
+    folded.load_state_dict(state['state_dict'], strict=True)
+    folded.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded.extract_feat(x)[-1],
+                                   model.extract_feat(x)[-1], rtol=1e-4,
+                                   atol=1e-4)

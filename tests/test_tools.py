@@ -1,0 +1,220 @@
+"""tools/: 2-process CPU training, resuming and testing through torchrun with
+the real toolboxes, and the errors a user sees for bad input."""
+import collections
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DET_DEMO = ROOT / 'configs/demo/mask-rcnn_r18_fpn_gn-ws-all_1xb2-500it_demo-coco.py'
+SEG_DEMO = ROOT / 'configs/demo/deeplabv3_r18-d16_gn-ws-all_1xb2-500it_demo-voc-256x256.py'
+
+# The demo configs switched from GN to BCN (estimate mode), on small data.
+DET_BCN = """
+_base_ = ['{demo}']
+data_root = '{data}/coco/'
+norm_cfg = dict(type='BCN', num_groups=32, mode='estimate')
+model = dict(
+    backbone=dict(norm_cfg=norm_cfg, norm_eval=False),
+    neck=dict(norm_cfg=norm_cfg),
+    roi_head=dict(bbox_head=dict(norm_cfg=norm_cfg),
+                  mask_head=dict(norm_cfg=norm_cfg)))
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+"""
+SEG_BCN = """
+_base_ = ['{demo}']
+data_root = '{data}/VOCdevkit/VOC2012'
+norm_cfg = dict(type='BCN', num_groups=32, mode='estimate')
+model = dict(
+    backbone=dict(norm_cfg=norm_cfg, norm_eval=False),
+    decode_head=dict(norm_cfg=norm_cfg),
+    auxiliary_head=dict(norm_cfg=norm_cfg))
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+"""
+SHORT_RUN = [
+    'train_cfg.max_iters=3', 'train_cfg.val_interval=100',
+    'default_hooks.checkpoint.interval=1', 'default_hooks.logger.interval=1',
+    'randomness.seed=0'
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run(args, **kwargs):
+    """Run a tool; return the completed process (output kept for asserts)."""
+    env = dict(os.environ, PORT=str(free_port()), OMP_NUM_THREADS='1')
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900, **kwargs)
+
+
+def check(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope='module')
+def demo_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp('data')
+    check(run([sys.executable, 'tools/make_demo_data.py', '--out', str(out),
+               '--num-train', '8', '--num-val', '4', '--size', '128']))
+    return out
+
+
+def bcn_config(tmp_path, template, demo, data):
+    path = tmp_path / f'{demo.stem}_bcn.py'
+    path.write_text(template.format(demo=demo, data=data))
+    return path
+
+
+def bcn_buffers(checkpoint):
+    state = torch.load(checkpoint, weights_only=False)['state_dict']
+    return {k: v for k, v in state.items() if '.pbn.' in k and 'running' in k
+            or k.endswith('num_batches_tracked')}
+
+
+def metrics_of(work_dir, key):
+    """The metrics the toolbox's test.py logged as JSON."""
+    for path in sorted(Path(work_dir).glob('*/*.json')):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if key in record:
+                return record
+    raise AssertionError(f'no {key} in the JSON logs under {work_dir}')
+
+
+@pytest.mark.parametrize('toolbox', ['mmdet', 'mmseg'])
+def test_two_process_train_resume_and_test(tmp_path, demo_data, toolbox):
+    template, demo = (DET_BCN, DET_DEMO) if toolbox == 'mmdet' else (
+        SEG_BCN, SEG_DEMO)
+    config = bcn_config(tmp_path, template, demo, demo_data)
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+
+    # Three iterations on 2 processes, a checkpoint after each.
+    proc = check(run(['bash', 'tools/dist_train.sh', str(config), '2',
+                      '--work-dir', str(straight), '--cfg-options',
+                      *SHORT_RUN]))
+    assert 'ws_mm: weight-standardized convs' in proc.stdout + proc.stderr
+    for i in (1, 2, 3):
+        assert (straight / f'iter_{i}.pth').is_file()
+
+    # Resume from iteration 2 in another work dir and train the third.
+    if toolbox == 'mmdet':  # --resume PATH
+        resume = ['--resume', str(straight / 'iter_2.pth')]
+    else:  # mmseg: --resume is a flag, the checkpoint comes from work_dir
+        resumed.mkdir()
+        shutil.copy(straight / 'iter_2.pth', resumed / 'iter_2.pth')
+        (resumed / 'last_checkpoint').write_text(str(resumed / 'iter_2.pth'))
+        resume = ['--resume']
+    check(run(['bash', 'tools/dist_train.sh', str(config), '2', '--work-dir',
+               str(resumed), *resume, '--cfg-options', *SHORT_RUN]))
+    assert not (resumed / 'iter_1.pth').exists()  # it did not start over
+    after = torch.load(resumed / 'iter_3.pth', weights_only=False)
+    assert after['meta']['iter'] == 3
+    # The estimates were restored, then moved by one more batch: the batch
+    # count is 3 (not 1), and in the backbone, which sees the same images in
+    # both runs, they agree with the uninterrupted run. (Heads see sampled
+    # RoIs, and the sampler's random state is not part of a checkpoint.)
+    ours, reference = bcn_buffers(resumed / 'iter_3.pth'), bcn_buffers(
+        straight / 'iter_3.pth')
+    counts = [v for k, v in ours.items() if k.endswith('num_batches_tracked')]
+    assert counts and all(int(c) == 3 for c in counts)
+    backbone = [k for k in reference if k.startswith('backbone.')]
+    assert backbone
+    for key in backbone:
+        torch.testing.assert_close(ours[key], reference[key], rtol=1e-4,
+                                   atol=1e-4)
+
+    # Evaluate the resumed checkpoint on 2 processes.
+    test_dir = tmp_path / 'test'
+    check(run(['bash', 'tools/dist_test.sh', str(config),
+               str(resumed / 'iter_3.pth'), '2', '--work-dir',
+               str(test_dir)]))
+    if toolbox == 'mmdet':
+        record = metrics_of(test_dir, 'coco/bbox_mAP')
+        assert 0.0 <= record['coco/bbox_mAP'] <= 1.0
+        assert 0.0 <= record['coco/segm_mAP'] <= 1.0
+    else:
+        record = metrics_of(test_dir, 'mIoU')
+        assert 0.0 <= record['mIoU'] <= 100.0
+
+
+def test_the_toolbox_own_train_py_runs_our_config(tmp_path, demo_data):
+    """custom_imports in the config is enough for mmdet's own tools."""
+    import mmdet
+    script = Path(mmdet.__file__).parent / '.mim/tools/train.py'
+    config = bcn_config(tmp_path, DET_BCN, DET_DEMO, demo_data)
+    work_dir = tmp_path / 'work'
+    proc = check(run([sys.executable, str(script), str(config), '--work-dir',
+                      str(work_dir), '--cfg-options', 'train_cfg.max_iters=1',
+                      'train_cfg.val_interval=100',
+                      'default_hooks.checkpoint.interval=1']))
+    assert 'ws_mm: weight-standardized convs' in proc.stdout + proc.stderr
+    assert (work_dir / 'iter_1.pth').is_file()
+
+
+def closed_port_url():
+    return f'http://127.0.0.1:{free_port()}/resnet18_gn_ws.pth'
+
+
+@pytest.mark.parametrize('case', [
+    'typo', 'missing_data', 'unreachable_pretrained', 'syncbn_on_cpu', 'amp',
+    'foreign_checkpoint'
+])
+def test_bad_input_stops_early_with_one_line(tmp_path, demo_data, case):
+    config = bcn_config(tmp_path, DET_BCN, DET_DEMO, demo_data)
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    (work_dir / 'keep.txt').write_text('earlier results')
+    tool, positional, options = 'tools/train.py', [], []
+    if case == 'typo':
+        options = ['--cfg-options', 'model.neck.conv_cfg.type=ConvWs']
+        expected = "did you mean 'ConvWS'"
+    elif case == 'missing_data':
+        options = ['--cfg-options',
+                   f'train_dataloader.dataset.data_root={tmp_path}/none/']
+        expected = 'dataset folder'
+    elif case == 'unreachable_pretrained':
+        with config.open('a') as f:  # the demo has init_cfg=None to replace
+            f.write('model.update(backbone=dict(norm_cfg=norm_cfg, init_cfg='
+                    f"dict(_delete_=True, type='Pretrained', "
+                    f"checkpoint='{closed_port_url()}')))\n")
+        expected = 'to train from scratch'
+    elif case == 'syncbn_on_cpu':
+        if torch.cuda.is_available():
+            pytest.skip('checks the CPU path')
+        options = ['--cfg-options', 'model.backbone.norm_cfg.type=SyncBN']
+        expected = "norm_cfg=dict(type='BN'"
+    elif case == 'amp':
+        if torch.cuda.is_available():
+            pytest.skip('checks the CPU path')
+        options = ['--amp']
+        expected = 'drop --amp'
+    else:
+        foreign = tmp_path / 'foreign.pth'
+        torch.save({'state_dict': {}, 'extra': collections.deque()}, foreign)
+        tool, positional = 'tools/test.py', [str(foreign)]
+        expected = 'WS_MM_UNSAFE_LOAD=1'
+    proc = run([sys.executable, tool, str(config), *positional, '--work-dir',
+                str(work_dir), *options])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith('error: ') and expected in error, proc.stderr
+    assert sorted(p.name for p in work_dir.iterdir()) == ['keep.txt']
+    assert (work_dir / 'keep.txt').read_text() == 'earlier results'
