@@ -7,7 +7,7 @@ configs switch to them with ``conv_cfg`` / ``norm_cfg`` and
 ``custom_imports = dict(imports=['ws_mm'])``. It also makes mmengine load
 its own checkpoints safely on torch >= 2.6 (see ``ws_mm.toolbox.checkpoint``).
 """
-from .toolbox import registry  # noqa: F401  (registers the layers)
+from .toolbox import hooks, registry  # noqa: F401  (register layers, hook)
 from .toolbox.checkpoint import register_safe_loader
 from .deploy import fold_weight_standardization
 from .functional import weight_standardization

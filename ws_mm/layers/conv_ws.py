@@ -32,6 +32,9 @@ class _WSConvMixin:
     """
 
     _announced = False
+    # A hook on the gradient w.r.t. W_hat, set only while something observes
+    # it (ws_mm's WSGradientHook): one attribute check per training forward.
+    w_hat_grad_hook = None
 
     def __init__(self, *args, eps: Optional[float] = None, variant: str = 'A',
                  **kwargs):
@@ -69,7 +72,10 @@ class _WSConvMixin:
         """``W_hat``: differentiable in training, cached when it is constant."""
         weight = self.weight
         if torch.is_grad_enabled() and weight.requires_grad:
-            return self._standardize(weight)
+            w_hat = self._standardize(weight)
+            if self.w_hat_grad_hook is not None:
+                w_hat.register_hook(self.w_hat_grad_hook)
+            return w_hat
         cache = self._ws_cache
         # ``source`` keeps the old storage alive, so an equal data_ptr really
         # is the same storage and not a new one at a recycled address.

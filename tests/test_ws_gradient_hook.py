@@ -1,0 +1,99 @@
+"""WSGradientHook in a real mmengine Runner: what it logs, when, and that it
+leaves nothing behind between logging iterations."""
+import json
+
+import torch
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch import nn
+
+import ws_mm  # noqa: F401  (registers the hook)
+from ws_mm.layers import ConvWS2d
+
+BATCH = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+
+
+class TinyNet(BaseModel):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = ConvWS2d(3, 8, 3, padding=1)
+        self.norm = nn.GroupNorm(4, 8)
+        self.conv2 = ConvWS2d(8, 4, 3, padding=1)
+
+    def forward(self, x, mode='loss'):
+        y = self.conv2(torch.relu(self.norm(self.conv1(x))))
+        # conv2 is applied twice, as a shared head would be.
+        y = y + self.conv2(torch.relu(self.norm(self.conv1(x * 0.5))))
+        return dict(loss=y.square().mean())
+
+
+class OneBatch(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return dict(x=BATCH[i])
+
+
+def reference_ratios():
+    """||dL/dW|| / ||dL/dW_hat|| from plain autograd with W_hat retained."""
+    net = TinyNet()
+    w_hats = {}
+
+    def standardized(conv):
+        w = conv.weight
+        rows = w.flatten(1)
+        mean = rows.mean(1).view(-1, 1, 1, 1)
+        std = rows.std(1).view(-1, 1, 1, 1)
+        w_hat = (w - mean) / (std + 1e-5)
+        w_hat.retain_grad()
+        w_hats.setdefault(conv, []).append(w_hat)
+        return w_hat
+
+    for conv in (net.conv1, net.conv2):
+        conv.standardized_weight = lambda conv=conv: standardized(conv)
+    net(BATCH)['loss'].backward()
+    ratios = {}
+    for name, conv in (('conv1', net.conv1), ('conv2', net.conv2)):
+        hat_sq = sum(float(w.grad.double().square().sum())
+                     for w in w_hats[conv])
+        ratios[name] = (float(conv.weight.grad.double().square().sum()) /
+                        hat_sq)**0.5
+    return ratios
+
+
+def test_hook_logs_every_interval_and_matches_autograd(tmp_path):
+    runner = Runner(
+        model=TinyNet(), work_dir=str(tmp_path),
+        train_dataloader=dict(dataset=OneBatch(), batch_size=2,
+                              sampler=dict(type='DefaultSampler',
+                                           shuffle=False),
+                              collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=False, max_iters=6),
+        # lr 0: the weights, and so the gradients, are the same every step.
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.0)),
+        custom_hooks=[dict(type='WSGradientHook', interval=3)],
+        default_hooks=dict(logger=dict(type='LoggerHook', interval=1)))
+    runner.train()
+
+    records = [json.loads(line) for line in
+               next(tmp_path.glob('*/vis_data/scalars.json')).read_text()
+               .splitlines()]
+    logged = [r for r in records if 'ws/conv1/grad_ratio' in r]
+    assert [r['step'] for r in logged] == [3, 6]
+    expected = reference_ratios()
+    for record in logged:
+        for name in ('conv1', 'conv2'):
+            assert abs(record[f'ws/{name}/grad_ratio'] - expected[name]) < (
+                1e-4 * expected[name])
+        weight = runner.model.conv1.weight.detach()
+        assert abs(record['ws/conv1/weight_std'] - float(weight.std())) < 1e-6
+        assert abs(record['ws/conv1/weight_mean'] - float(weight.mean())) < 1e-6
+
+    log = next(tmp_path.glob('*/*.log')).read_text()
+    assert log.count('WS ||dL/dW|| / ||dL/dW_hat|| over 2 layers') == 2
+    # Nothing observes the gradients between logging iterations.
+    for conv in (runner.model.conv1, runner.model.conv2):
+        assert conv.w_hat_grad_hook is None
+        assert not conv.weight._backward_hooks
