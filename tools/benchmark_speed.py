@@ -1,24 +1,39 @@
-"""Speed of ws_mm's layers against their plain and mmcv counterparts.
+"""Speed and memory of WS and BCN against their plain counterparts.
 
 Every candidate is timed side by side in one run, interleaved round by round,
 and reported as a ratio to the baseline of its table (median over rounds), so
 machine noise and drift cancel out as far as they can. Absolute times are
 printed for reference only.
 
-    python tools/benchmark_speed.py                 # all tables, 2 threads
-    python tools/benchmark_speed.py --rounds 5 --threads 2 --out docs/speed.md
+    python tools/benchmark_speed.py                  # all tables, 2 threads
+    python tools/benchmark_speed.py --only conv norm # the layer tables
+    python tools/benchmark_speed.py --out docs/speed_tables.md
 
-Conv shapes are those of Mask R-CNN R-50-FPN on one 800x1333 image.
+Tables: ``conv``, WS conv vs plain conv vs mmcv's ConvWS2d at the conv shapes
+of Mask R-CNN R-50-FPN on one 800x1333 image; ``norm``, BCN vs GN vs BN;
+``model``, one training iteration and inference of Mask R-CNN R-50-FPN and
+DeepLabV3 R-50-D8 with GN+WS vs GN vs BN (inference: WS cached or folded),
+time and peak memory (each variant measured in a fresh process, as the growth
+of its peak resident memory over the built model).
 """
 import argparse
+import copy
+import json
+import resource
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 from mmcv.cnn.bricks.conv_ws import ConvWS2d as MMCVConvWS2d
 from torch import nn
 
+from ws_mm import fold_weight_standardization
 from ws_mm.layers import BatchChannelNorm, ConvWS2d
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # (in, out, kernel, height, width)
 CONV_SHAPES = [
@@ -102,18 +117,151 @@ def norm_tables(rounds, min_seconds):
     return rows
 
 
+# Whole models: the GN+WS config, and GN / BN derived from it by the switch.
+MODELS = {
+    'Mask R-CNN R-50-FPN':
+    'configs/mask_rcnn/mask-rcnn_r50_fpn_gn-ws-all_8xb2-2x_coco.py',
+    'DeepLabV3 R-50-D8':
+    'configs/deeplabv3/deeplabv3_r50b-d8_gn-ws-all_8xb2-20k_voc12aug-512x512.py',
+}
+NORMS = {
+    'GN': (None, dict(type='GN', num_groups=32, requires_grad=True)),
+    'GN+WS': (dict(type='ConvWS'), dict(type='GN', num_groups=32,
+                                         requires_grad=True)),
+    'BN': (None, dict(type='BN', requires_grad=True)),
+}
+
+
+def build_model(name, norm, size):
+    """The model of MODELS[name] with NORMS[norm], and a batch of 2 images
+    (the paper's micro-batch; BN needs more than 1 in ASPP's pooling)."""
+    from mmengine.config import Config
+    from mmengine.logging import MMLogger
+    from mmengine.registry import MODELS as REGISTRY
+    from mmengine.registry import init_default_scope
+
+    from ws_mm.toolbox.switch import switch_layers
+    cfg = Config.fromfile(ROOT / MODELS[name])
+    init_default_scope(cfg.default_scope)
+    conv_cfg, norm_cfg = NORMS[norm]
+    model_cfg = switch_layers(cfg.model, conv_cfg, norm_cfg)
+    model_cfg.backbone.init_cfg = None
+    model_cfg.pop('pretrained', None)
+    torch.manual_seed(0)
+    model = REGISTRY.build(model_cfg)
+    MMLogger.get_current_instance().setLevel('WARNING')  # init_weights' report
+    model.init_weights()
+    if cfg.default_scope == 'mmdet':
+        from mmdet.testing import demo_mm_inputs
+        batch = demo_mm_inputs(2, (3, size, size), num_items=[4, 4],
+                               num_classes=80, with_mask=True)
+    else:
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        samples = []
+        for _ in range(2):
+            sample = SegDataSample(metainfo=dict(img_shape=(size, size),
+                                                 ori_shape=(size, size),
+                                                 pad_shape=(size, size)))
+            sample.gt_sem_seg = PixelData(
+                data=torch.randint(0, 21, (1, size, size)))
+            samples.append(sample)
+        batch = dict(inputs=[torch.randint(0, 255, (3, size, size),
+                                           dtype=torch.uint8)] * 2,
+                     data_samples=samples)
+    return model, model.data_preprocessor(batch, True)
+
+
+def model_step(model, data, mode):
+    if mode == 'train':
+        def run():
+            loss, _ = model.parse_losses(model(**data, mode='loss'))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+    else:
+        def run():
+            with torch.no_grad():
+                model(**data, mode='predict')
+    return run
+
+
+def peak_memory_mb(name, norm, size):
+    """Peak memory of a training iteration, measured in a fresh process."""
+    out = subprocess.run(
+        [sys.executable, __file__, '--memory-of', name, norm, str(size)],
+        capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])['peak_mb']
+
+
+def _status_kb(field):
+    with open('/proc/self/status') as f:
+        line = next(line for line in f if line.startswith(field + ':'))
+    return int(line.split()[1])
+
+
+def measure_memory(name, norm, size):
+    """Growth of the resident memory's high-water mark over the built model
+    during two training iterations (Linux: the mark is reset first)."""
+    model, data = build_model(name, norm, int(size))
+    model.train()
+    step = model_step(model, data, 'train')
+    step()  # warm-up: lazily allocated state, allocator pools
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset VmHWM to the current VmRSS
+    before = _status_kb('VmRSS')
+    for _ in range(2):
+        step()
+    print(json.dumps(dict(peak_mb=(_status_kb('VmHWM') - before) / 1024)))
+
+
+def model_tables(rounds, min_seconds, size):
+    """Three tables: training time, training peak memory, inference time."""
+    train_rows, memory_rows, eval_rows = [], [], []
+    for name in MODELS:
+        label = f'{name} {size}x{size}, 2 images'
+        built = {norm: build_model(name, norm, size) for norm in NORMS}
+        for model, _ in built.values():
+            model.train()
+        train_rows.append((label, 'train', time_side_by_side(
+            {norm: model_step(model, data, 'train')
+             for norm, (model, data) in built.items()}, rounds,
+            min_seconds)))
+        memory_rows.append((label, 'train peak memory', {
+            norm: peak_memory_mb(name, norm, size) for norm in NORMS}))
+
+        ws_model, data = built['GN+WS']
+        folded = fold_weight_standardization(copy.deepcopy(ws_model))
+        for model in (built['GN'][0], ws_model, folded):
+            model.eval()
+        eval_rows.append((label, 'inference', time_side_by_side(
+            {'GN': model_step(built['GN'][0], data, 'eval'),
+             'GN+WS cached': model_step(ws_model, data, 'eval'),
+             'GN+WS folded': model_step(folded, data, 'eval')},
+            rounds, min_seconds)))
+    return {
+        'Whole models, training iteration': train_rows,
+        'Whole models, peak memory of a training iteration': memory_rows,
+        'Whole models, inference': eval_rows,
+    }
+
+
 def markdown(title, rows):
+    """Rows of (shape, mode, {candidate: value}) as ratios to the first
+    candidate; values are seconds, except in 'memory' rows (MB)."""
     names = list(rows[0][2])
     base = names[0]
     lines = [
         f'### {title}', '',
         '| shape | mode | ' + ' | '.join(f'{n} / {base}' for n in names[1:]) +
-        f' | {base} ms |',
+        f' | {base} |',
         '|---|---|' + '---|' * len(names),
     ]
-    for shape, mode, t in rows:
-        ratios = ' | '.join(f'{t[n] / t[base]:.3f}x' for n in names[1:])
-        lines.append(f'| {shape} | {mode} | {ratios} | {t[base] * 1e3:.2f} |')
+    for shape, mode, values in rows:
+        ratios = ' | '.join(f'{values[n] / values[base]:.3f}x'
+                            for n in names[1:])
+        absolute = (f'{values[base]:.0f} MB' if 'memory' in mode else
+                    f'{values[base] * 1e3:.2f} ms')
+        lines.append(f'| {shape} | {mode} | {ratios} | {absolute} |')
     return '\n'.join(lines) + '\n'
 
 
@@ -124,10 +272,17 @@ def main():
                         help='interleaved rounds; the median is reported')
     parser.add_argument('--min-seconds', type=float, default=0.2,
                         help='time per candidate per round')
-    parser.add_argument('--only', choices=['conv', 'norm'])
+    parser.add_argument('--only', nargs='+', choices=['conv', 'norm', 'model'],
+                        default=['conv', 'norm', 'model'])
+    parser.add_argument('--size', type=int, default=320,
+                        help='image size of the model table')
     parser.add_argument('--out', help='also write the tables to this file')
+    parser.add_argument('--memory-of', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.memory_of:
+        measure_memory(*args.memory_of)
+        return
 
     header = (f'torch {torch.__version__}, {args.threads} threads, '
               f'{args.rounds} interleaved rounds, median; ratios to the first '
@@ -135,14 +290,18 @@ def main():
               'eval = forward under no_grad\n')
     print(header)
     out = [header]
-    if args.only in (None, 'conv'):
-        out.append(markdown('WS conv vs plain conv',
-                            conv_tables(args.rounds, args.min_seconds)))
-        print(out[-1])
-    if args.only in (None, 'norm'):
-        out.append(markdown('BCN vs GN and BN',
-                            norm_tables(args.rounds, args.min_seconds)))
-        print(out[-1])
+    tables = {
+        'conv': lambda: {'WS conv vs plain conv':
+                         conv_tables(args.rounds, args.min_seconds)},
+        'norm': lambda: {'BCN vs GN and BN':
+                         norm_tables(args.rounds, args.min_seconds)},
+        'model': lambda: model_tables(args.rounds, args.min_seconds,
+                                      args.size),
+    }
+    for key in args.only:
+        for title, rows in tables[key]().items():
+            out.append(markdown(title, rows))
+            print(out[-1], flush=True)
     if args.out:
         with open(args.out, 'w') as f:
             f.write('\n'.join(out))

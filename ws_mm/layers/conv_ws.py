@@ -76,16 +76,13 @@ class _WSConvMixin:
             if self.w_hat_grad_hook is not None:
                 w_hat.register_hook(self.w_hat_grad_hook)
             return w_hat
+        # The cache holds its source weight, which keeps that storage alive:
+        # a weight moved by .to() / .half() or replaced cannot have the same
+        # data_ptr, and in-place edits bump the version counter.
         cache = self._ws_cache
-        # ``source`` keeps the old storage alive, so an equal data_ptr really
-        # is the same storage and not a new one at a recycled address.
-        if cache is not None:
-            source, version, w_hat = cache
-            if (source.data_ptr() == weight.data_ptr()
-                    and version == weight._version
-                    and source.dtype == weight.dtype
-                    and source.device == weight.device):
-                return w_hat
+        if (cache is not None and cache[1] == weight._version
+                and cache[0].data_ptr() == weight.data_ptr()):
+            return cache[2]
         # Outside inference mode, so the cache can serve later training steps
         # of a frozen layer (inference tensors cannot be saved for backward).
         with torch.inference_mode(False), torch.no_grad():
