@@ -74,10 +74,12 @@ else
         say "build mmcv $MMCV_VERSION with ops (once per machine, about 11 minutes on 2 cores; progress in $log)"
         tmp=$(mktemp -d)
         # --no-build-isolation: the build must see the installed torch, or mmcv
-        # is built silently WITHOUT its ops.
-        run "build mmcv" "needs gcc/g++ and the Python headers; see README 'Set-up' for the known traps" \
+        # is built silently WITHOUT its ops. --no-cache-dir: pip's wheel cache
+        # ignores MMCV_WITH_OPS and could serve a wheel built without them.
+        run "build mmcv" "needs gcc/g++ and the Python 3.11 headers (Debian: build-essential python3-dev); the build log is in $log" \
             env MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-            "$py" -m pip wheel --no-deps --no-build-isolation -w "$tmp" "mmcv==$MMCV_VERSION"
+            "$py" -m pip wheel --no-deps --no-build-isolation --no-cache-dir \
+            -w "$tmp" "mmcv==$MMCV_VERSION"
         mkdir -p "$wheel_dir"
         mv "$tmp"/mmcv-*.whl "$wheel_dir"/ && rmdir "$tmp"
     else
