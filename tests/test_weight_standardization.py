@@ -195,3 +195,11 @@ def test_eps_overrides_the_variant_default():
     assert conv.ws_eps == 1e-8
     assert ConvWS2d(3, 4, 3, variant='C').ws_eps == 1e-6
     assert 'ws_variant=C' in repr(conv)
+
+
+def test_double_backward_is_refused_rather_than_wrong():
+    w = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
+    (g, ) = torch.autograd.grad(weight_standardization(w).pow(3).sum(), w,
+                                create_graph=True)
+    with pytest.raises(RuntimeError, match='once_differentiable'):
+        g.sum().backward()

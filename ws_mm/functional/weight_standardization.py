@@ -30,6 +30,7 @@ from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 class WSVariant(NamedTuple):
@@ -99,6 +100,7 @@ class _StandardizeRows(torch.autograd.Function):
         return w_hat.to(rows.dtype)
 
     @staticmethod
+    @once_differentiable  # the closed form is not itself differentiated
     def backward(ctx, grad_w_hat: Tensor):
         w_hat, scale, proj_coef = ctx.saved_tensors
         g = grad_w_hat.to(w_hat.dtype)
