@@ -139,8 +139,7 @@ def main(argv=None):
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         f'Command: `python tools/benchmark_microbatch.py --seeds '
-        f'{" ".join(map(str, args.seeds))} --images {args.images}` '
-        f'({(time.time() - start) / 60:.0f} min on this machine).', '',
+        f'{" ".join(map(str, args.seeds))} --images {args.images}`', '',
         '| normalization, images per process | val mIoU (%), mean | '
         'spread (min-max) | seeds |', '|---|---|---|---|'
     ]

@@ -1,11 +1,14 @@
 """WSGradientHook: what Weight Standardization does to each layer's gradient.
 
-The paper's argument (arXiv:1903.10520, sec. 3, eq. 14-15) is that WS
-projects the gradient w.r.t. the standardized weight ``W_hat`` and scales it
-by ``1 / sigma``, which shrinks its norm and smooths the landscape. The hook
-shows that per WS layer, every ``interval`` training iterations:
+The paper's argument (arXiv:1903.10520, eq. 14-15) is about the gradient
+WS passes back: dL/dW is dL/dW_hat with its components along 1 and W_hat
+removed (a projection, which only shrinks it), divided by the filter's
+standard deviation sigma. The hook shows that per WS layer, every
+``interval`` training iterations:
 
-- ``grad_ratio``: ``||dL/dW|| / ||dL/dW_hat||`` (below 1 where WS shrinks);
+- ``grad_ratio``: ``||dL/dW|| / ||dL/dW_hat||``, that is, the projection's
+  shrinking (at most 1) over sigma: with weights of std ~0.03 it is well
+  above 1, and it follows how sigma, and so the effective step size, evolves;
 - ``weight_mean`` and ``weight_std``: the raw weight's statistics (WS makes
   the conv independent of them; the optimizer still moves them).
 
