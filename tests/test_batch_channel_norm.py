@@ -102,9 +102,13 @@ def test_matches_float64_reference(mode, training, shape):
         mean, var = old_mean, old_var
     elif mode == 'batch':
         mean, var = batch_mean, batch_var
-    else:  # update number 6 with momentum 0.1: rate max(0.1, 1/6) = 1/6
+    else:  # update number 6 with momentum 0.1: rate max(0.1, 1/6) = 1/6;
+        # the batch's second moment is taken around the old estimate
+        shape_c = [1, x.size(1)] + [1] * (x.dim() - 2)
+        dims = [0, *range(2, x.dim())]
+        second_moment = ((x - old_mean.view(shape_c))**2).mean(dims)
         mean = old_mean * 5 / 6 + batch_mean / 6
-        var = old_var * 5 / 6 + batch_var / 6
+        var = old_var * 5 / 6 + second_moment / 6
     pbn = bcn.pbn
     expected = ref_bcn(x, mean, var, pbn.weight, pbn.bias, bcn.weight,
                        bcn.bias, bcn.num_groups)
@@ -224,26 +228,38 @@ def test_moving_average_rate_schedule():
 
 
 def test_update_rule_cumulative_then_ema_by_hand():
+    """Rates 1, 1/2, 1/3 then momentum; the variance of each batch is its
+    second moment around the estimate before the update (official code),
+    except the first batch's, which has no estimate to refer to."""
     ebn = EstimatedBatchNorm(3, momentum=0.3).double()
     batches = [randn(2 + i, 3, 4, mean=float(i), std=1.0 + i, seed=10 + i)
                for i in range(4)]
-    stats = [ref_channel_stats(b) for b in batches]
     ebn.train()
+    exp_mean = exp_var = None
     for i, b in enumerate(batches):
+        mean, var = ref_channel_stats(b)
+        rate = max(0.3, 1 / (i + 1))
+        if exp_mean is None:
+            exp_mean, exp_var = mean, var
+        else:
+            second_moment = ((b - exp_mean.view(1, 3, 1))**2).mean((0, 2))
+            exp_mean = (1 - rate) * exp_mean + rate * mean
+            exp_var = (1 - rate) * exp_var + rate * second_moment
         ebn(b)
-        means = [s[0] for s in stats[:i + 1]]
-        variances = [s[1] for s in stats[:i + 1]]
-        if i < 3:  # rates 1, 1/2, 1/3: the plain average of the batches
-            exp_mean = sum(means) / len(means)
-            exp_var = sum(variances) / len(variances)
-        else:  # rate max(0.3, 1/4) = 0.3
-            exp_mean = 0.7 * sum(means[:3]) / 3 + 0.3 * means[3]
-            exp_var = 0.7 * sum(variances[:3]) / 3 + 0.3 * variances[3]
         torch.testing.assert_close(ebn.running_mean, exp_mean, rtol=0,
                                    atol=1e-12)
         torch.testing.assert_close(ebn.running_var, exp_var, rtol=0,
                                    atol=1e-12)
     assert ebn.num_batches_tracked.item() == 4
+
+
+def test_one_value_per_channel_keeps_a_positive_variance():
+    """Micro-batches of one image with 1x1 maps (ASPP's image pooling):
+    the batch variance is 0, the estimate must not collapse to 0."""
+    ebn = EstimatedBatchNorm(4).double().train()
+    for seed in range(20):
+        ebn(randn(1, 4, 1, 1, seed=seed))
+    assert (ebn.running_var > 0.3).all(), ebn.running_var
 
 
 def test_no_gradient_through_estimates():

@@ -30,7 +30,8 @@ class EstimatedBatchNorm(nn.Module):
     ``(x - running_mean) / sqrt(running_var + eps) * weight + bias``, in
     training and evaluation alike, and no gradient flows through the
     estimates. In training mode the estimates are first updated from the
-    statistics of the current batch (averaged over all ranks when
+    statistics of the current batch (its mean, and its second moment around
+    the running mean as in the official code; averaged over all ranks when
     ``torch.distributed`` is initialized, see :func:`channel_stats`) at the
     rate of :func:`moving_average_rate`; updating before normalizing means
     the very first training batch is normalized by its own statistics.
@@ -80,10 +81,19 @@ class EstimatedBatchNorm(nn.Module):
     def _update_estimates(self, x: Tensor) -> None:
         batch_mean, batch_var = channel_stats(x)
         dtype = self.running_mean.dtype
+        batch_mean, batch_var = batch_mean.to(dtype), batch_var.to(dtype)
+        # As the official code, the variance is the batch's second moment
+        # around the running mean, E[(x - running_mean)^2] = var + (mean -
+        # running_mean)^2: it keeps the batch-to-batch spread, without which
+        # a micro-batch (one value per channel, as in ASPP's image pooling at
+        # one image) would drive the estimate to 0. The first update has no
+        # running mean yet: it takes the batch's own statistics.
+        if self.num_batches_tracked > 0:
+            batch_var = batch_var + (batch_mean - self.running_mean).square()
         rate = moving_average_rate(self.momentum,
                                    self.num_batches_tracked.to(dtype))
-        self.running_mean.lerp_(batch_mean.to(dtype), rate)
-        self.running_var.lerp_(batch_var.to(dtype), rate)
+        self.running_mean.lerp_(batch_mean, rate)
+        self.running_var.lerp_(batch_var, rate)
         self.num_batches_tracked.add_(1)
 
     def extra_repr(self) -> str:
