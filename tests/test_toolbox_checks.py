@@ -114,6 +114,7 @@ def runner_checkpoint(tmp_path_factory):
 
     work_dir = tmp_path_factory.mktemp('runner')
     Runner(model=Model(), work_dir=str(work_dir),
+           experiment_name=f'safe_loading_{work_dir.name}',
            train_dataloader=dict(dataset=Data(), batch_size=2,
                                  sampler=dict(type='DefaultSampler'),
                                  collate_fn=dict(type='default_collate')),

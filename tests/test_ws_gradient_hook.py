@@ -66,6 +66,9 @@ def reference_ratios():
 def test_hook_logs_every_interval_and_matches_autograd(tmp_path):
     runner = Runner(
         model=TinyNet(), work_dir=str(tmp_path),
+        # Its own name: mmengine reuses a Visualizer (and its save_dir) by
+        # name, and the default name is a timestamp another Runner may share.
+        experiment_name=f'ws_gradient_hook_{tmp_path.name}',
         train_dataloader=dict(dataset=OneBatch(), batch_size=2,
                               sampler=dict(type='DefaultSampler',
                                            shuffle=False),
