@@ -19,7 +19,6 @@ of its peak resident memory over the built model).
 import argparse
 import copy
 import json
-import resource
 import statistics
 import subprocess
 import sys
