@@ -16,6 +16,7 @@ The toolboxes' own logs stream to the terminal, so progress is visible.
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -50,9 +51,19 @@ def say(message):
     print(f'\n[demo] {message}', flush=True)
 
 
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return str(s.getsockname()[1])
+
+
 def run(args):
-    """Run a tool with its output streaming to the terminal."""
-    subprocess.run(args, cwd=ROOT, check=True)
+    """Run a tool with its output streaming to the terminal. Each torchrun
+    gets a free port (unless PORT is set): the previous one's may still be
+    held, which aborts the next process group."""
+    env = dict(os.environ)
+    env.setdefault('PORT', free_port())
+    subprocess.run(args, cwd=ROOT, check=True, env=env)
 
 
 def newest_run_dir(work_dir: Path) -> Path:
