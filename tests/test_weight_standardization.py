@@ -34,10 +34,18 @@ def test_reference_variants_match_the_library_table():
                                                               eps_in_sqrt, eps)
 
 
+@pytest.fixture(params=['compiled', 'eager'])
+def kernels(request, monkeypatch):
+    """Run a test with the TorchInductor kernels and with their eager twins."""
+    if request.param == 'eager':
+        monkeypatch.setenv('WS_MM_COMPILE', '0')
+    return request.param
+
+
 @pytest.mark.parametrize('variant', ['A', 'B', 'C'])
 @pytest.mark.parametrize('shape', [(8, 3, 3, 3), (5, 4, 1, 1), (6, 2, 3),
                                    (4, 2, 2, 3, 3)])
-def test_forward_and_backward_match_reference(variant, shape):
+def test_forward_and_backward_match_reference(variant, shape, kernels):
     torch.manual_seed(0)
     # Small spread, as trained conv weights have: makes the eps terms matter.
     w = (torch.randn(shape, dtype=torch.float64) * 0.01 + 0.003)
@@ -54,7 +62,7 @@ def test_forward_and_backward_match_reference(variant, shape):
 
 
 @pytest.mark.parametrize('variant', ['A', 'B', 'C'])
-def test_gradcheck(variant):
+def test_gradcheck(variant, kernels):
     torch.manual_seed(1)
     w = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
@@ -203,3 +211,37 @@ def test_double_backward_is_refused_rather_than_wrong():
                                 create_graph=True)
     with pytest.raises(RuntimeError, match='once_differentiable'):
         g.sum().backward()
+
+
+def test_float32_gradient_of_the_compiled_kernel_matches_eager(monkeypatch):
+    torch.manual_seed(2)
+    w = (torch.randn(64, 256, 3, 3) * 0.02).requires_grad_()
+    grad_out = torch.randn_like(w)
+    grads = {}
+    for mode in ('1', '0'):
+        monkeypatch.setenv('WS_MM_COMPILE', mode)
+        (grads[mode], ) = torch.autograd.grad(weight_standardization(w), w,
+                                              grad_out)
+    # float32 rounding, relative to the gradient's scale (1 / std = 50 here)
+    atol = 1e-6 * grads['0'].abs().max().item()
+    torch.testing.assert_close(grads['1'], grads['0'], rtol=1e-5, atol=atol)
+
+
+def test_a_failing_compiler_falls_back_to_the_same_function(monkeypatch):
+    from ws_mm.functional.fusion import fused
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            raise RuntimeError('no C++ compiler found')
+        return run
+
+    monkeypatch.setattr(torch, 'compile', broken_compile)
+
+    @fused
+    def double(x):
+        return x * 2
+
+    x = torch.arange(3.)
+    with pytest.warns(RuntimeWarning, match='no C.. compiler found.*eagerly'):
+        assert double(x).tolist() == [0., 2., 4.]
+    assert double(x).tolist() == [0., 2., 4.]  # no second warning, no retry
