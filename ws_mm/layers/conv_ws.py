@@ -137,6 +137,8 @@ class _WSConvMixin:
         activation checkpointing) already manage what is kept.
         """
         w_hat = self.standardized_weight()
+        # torch has no public query for active hooks; this private one is the
+        # one torch's own AOTAutograd uses.
         if (not w_hat.requires_grad
                 or torch._C._autograd._top_saved_tensors_default_hooks(False)):
             return conv(w_hat)
