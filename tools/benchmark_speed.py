@@ -7,6 +7,7 @@ printed for reference only.
 
     python tools/benchmark_speed.py                  # all tables, 2 threads
     python tools/benchmark_speed.py --only conv norm # the layer tables
+    python tools/benchmark_speed.py --only model --models 'DeepLabV3 R-50-D8'
     python tools/benchmark_speed.py --out docs/speed_tables.md
 
 Tables: ``conv``, WS conv vs plain conv vs mmcv's ConvWS2d at the conv shapes
@@ -222,10 +223,10 @@ def measure_memory(name, norm, size):
     print(json.dumps(dict(peak_mb=(_status_kb('VmHWM') - before) / 1024)))
 
 
-def model_tables(rounds, min_seconds, size):
+def model_tables(rounds, min_seconds, size, names):
     """Three tables: training time, training peak memory, inference time."""
     train_rows, memory_rows, eval_rows = [], [], []
-    for name in MODELS:
+    for name in names:
         label = f'{name} {size}x{size}, 2 images'
         built = {norm: build_model(name, norm, size) for norm in NORMS}
         for model, _ in built.values():
@@ -282,6 +283,8 @@ def main():
                         help='time per candidate per round')
     parser.add_argument('--only', nargs='+', choices=['conv', 'norm', 'model'],
                         default=['conv', 'norm', 'model'])
+    parser.add_argument('--models', nargs='+', choices=list(MODELS),
+                        default=list(MODELS), help='models of the model table')
     parser.add_argument('--size', type=int, default=320,
                         help='image size of the model table')
     parser.add_argument('--out', help='also write the tables to this file')
@@ -304,7 +307,7 @@ def main():
         'norm': lambda: {'BCN vs GN and BN':
                          norm_tables(args.rounds, args.min_seconds)},
         'model': lambda: model_tables(args.rounds, args.min_seconds,
-                                      args.size),
+                                      args.size, args.models),
     }
     for key in args.only:
         for title, rows in tables[key]().items():

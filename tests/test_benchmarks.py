@@ -1,0 +1,30 @@
+"""The speed benchmark runs and prints one ratio per candidate and shape.
+
+No timing is asserted (the machines are noisy); this only keeps the script
+that produces the documented figures working.
+"""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_layer_tables(tmp_path):
+    out = tmp_path / 'tables.md'
+    subprocess.run([
+        sys.executable, 'tools/benchmark_speed.py', '--only', 'conv', 'norm',
+        '--rounds', '1', '--min-seconds', '0.001', '--out', str(out)
+    ], cwd=ROOT, check=True, capture_output=True)
+    rows = [line for line in out.read_text().splitlines()
+            if re.match(r'\| \d', line)]
+    # 5 conv shapes and 3 norm shapes, each in train and eval
+    assert len(rows) == 2 * 5 + 2 * 3
+    for row in rows:
+        cells = [c.strip() for c in row.strip('|').split('|')]
+        ratios = [float(c[:-1]) for c in cells[2:-1]]
+        # conv: mmcv and ws_mm against conv; norm: BN, BCN x2 against GN
+        assert len(ratios) == (2 if '->' in cells[0] else 3), row
+        assert all(r > 0 for r in ratios)
+        assert cells[-1].endswith(' ms')
