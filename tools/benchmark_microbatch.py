@@ -105,10 +105,26 @@ def main(argv=None):
                         help='training images seen by every run')
     parser.add_argument('--runs', nargs='+', choices=list(RUNS),
                         default=list(RUNS))
+    parser.add_argument(
+        '--bcn-momentum', type=float, nargs='+', default=[],
+        help="also run BCN+WS at 1 image with these moving-average rates of "
+        "its estimates (the default run uses BCN's default, 0.1)")
     parser.add_argument('--data', default='data/demo')
     parser.add_argument('--work-dir', default='work_dirs/microbatch')
     parser.add_argument('--out', default='docs/microbatch')
     args = parser.parse_args(argv)
+    command = (f'python tools/benchmark_microbatch.py --seeds '
+               f'{" ".join(map(str, args.seeds))} --images {args.images}')
+    if args.runs != list(RUNS):
+        command += ' --runs ' + ' '.join(repr(r) for r in args.runs)
+    if args.bcn_momentum:
+        command += ' --bcn-momentum ' + ' '.join(
+            f'{m:g}' for m in args.bcn_momentum)
+    for momentum in args.bcn_momentum:
+        name = f'BCN+WS m{momentum:g}, 1 img'
+        RUNS[name] = (RUNS['BCN+WS, 1 img'][0],
+                      dict(RUNS['BCN+WS, 1 img'][1], momentum=momentum), 1)
+        args.runs.append(name)
     work_dir = Path(args.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     data = str(Path(args.data).resolve())
@@ -138,8 +154,7 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     lines = [
-        f'Command: `python tools/benchmark_microbatch.py --seeds '
-        f'{" ".join(map(str, args.seeds))} --images {args.images}`', '',
+        f'Command: `{command}`', '',
         '| normalization, images per process | val mIoU (%), mean | '
         'spread (min-max) | seeds |', '|---|---|---|---|'
     ]
