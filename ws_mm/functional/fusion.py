@@ -2,9 +2,9 @@
 
 Weight Standardization is memory-bound: every pass over a large weight costs
 about as much as the arithmetic of the whole standardization. Written as
-eager torch ops, the forward and the closed-form backward take a dozen passes;
-``torch.compile`` fuses each into one loop over the rows (a row of a conv
-weight fits in the L1 cache), about 3x faster on CPU (Triton kernels on GPUs).
+eager torch ops, the closed-form backward takes about ten passes over the
+weight; ``torch.compile`` fuses them into a few loops over the rows and
+writes one result, 2x-7x faster on CPU (Triton kernels on GPUs).
 
 Compilation needs a C++ compiler (CPU) or Triton (GPU). Where it fails, or
 with ``WS_MM_COMPILE=0`` in the environment, the same function runs eagerly:
