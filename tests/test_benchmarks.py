@@ -14,17 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_layer_tables(tmp_path):
     out = tmp_path / 'tables.md'
     subprocess.run([
-        sys.executable, 'tools/benchmark_speed.py', '--only', 'conv', 'norm',
+        sys.executable, 'tools/benchmark_speed.py', '--only', 'conv',
+        'kernel', 'norm',
         '--rounds', '1', '--min-seconds', '0.001', '--out', str(out)
     ], cwd=ROOT, check=True, capture_output=True)
     rows = [line for line in out.read_text().splitlines()
             if re.match(r'\| \d', line)]
-    # 5 conv shapes and 3 norm shapes, each in train and eval
-    assert len(rows) == 2 * 5 + 2 * 3
+    # 5 conv shapes in train and eval, their weights' kernels forward and
+    # backward, 3 norm shapes in train and eval
+    assert len(rows) == 2 * 5 + 2 * 5 + 2 * 3
     for row in rows:
         cells = [c.strip() for c in row.strip('|').split('|')]
         ratios = [float(c[:-1]) for c in cells[2:-1]]
-        # conv: mmcv and ws_mm against conv; norm: BN, BCN x2 against GN
-        assert len(ratios) == (2 if '->' in cells[0] else 3), row
+        # conv: mmcv and ws_mm against conv; kernel: compiled against eager;
+        # norm: BN, BCN x2 against GN
+        expected = (2 if '->' in cells[0] else
+                    1 if cells[1] in ('forward', 'backward') else 3)
+        assert len(ratios) == expected, row
         assert all(r > 0 for r in ratios)
         assert cells[-1].endswith(' ms')

@@ -11,7 +11,8 @@ printed for reference only.
     python tools/benchmark_speed.py --out docs/speed_tables.md
 
 Tables: ``conv``, WS conv vs plain conv vs mmcv's ConvWS2d at the conv shapes
-of Mask R-CNN R-50-FPN on one 800x1333 image; ``norm``, BCN vs GN vs BN;
+of Mask R-CNN R-50-FPN on one 800x1333 image; ``kernel``, WS's forward and
+backward kernels at those weights, eager vs compiled; ``norm``, BCN vs GN vs BN;
 ``model``, one training iteration and inference of Mask R-CNN R-50-FPN and
 DeepLabV3 R-50-D8 with GN+WS vs GN vs BN (inference: WS cached or folded),
 time and peak memory (each variant measured in a fresh process, as the growth
@@ -96,6 +97,33 @@ def conv_tables(rounds, min_seconds):
             t = time_side_by_side({n: make(m, x) for n, m in layers.items()},
                                   rounds, min_seconds)
             rows.append((f'{cin}->{cout} {k}x{k} on {h}x{w}', mode, t))
+    return rows
+
+
+def kernel_tables(rounds, min_seconds):
+    """WS's row kernels alone, eager vs compiled by TorchInductor, at the
+    weights of CONV_SHAPES: why only the backward is compiled."""
+    from ws_mm.functional.weight_standardization import (
+        _standardize_rows, _standardize_rows_backward)
+    compiled_forward = torch.compile(_standardize_rows, dynamic=True)
+    rows = []
+    for cin, cout, k, _, _ in CONV_SHAPES:
+        torch.manual_seed(0)
+        w = torch.randn(cout, cin * k * k) * 0.02
+        grad = torch.randn_like(w)
+        ddof = w.shape[1] - 1
+        stats = _standardize_rows(w, ddof, 0.0, 1e-5)[1:]
+        shape = f'{cout}x{cin}x{k}x{k}'
+        rows.append((shape, 'forward', time_side_by_side({
+            'eager': lambda: _standardize_rows(w, ddof, 0.0, 1e-5),
+            'compiled': lambda: compiled_forward(w, ddof, 0.0, 1e-5),
+        }, rounds, min_seconds)))
+        rows.append((shape, 'backward', time_side_by_side({
+            'eager': lambda: _standardize_rows_backward.eager(
+                grad, w, *stats, ddof),
+            'compiled': lambda: _standardize_rows_backward(
+                grad, w, *stats, ddof),
+        }, rounds, min_seconds)))
     return rows
 
 
@@ -281,8 +309,9 @@ def main():
                         help='interleaved rounds; the median is reported')
     parser.add_argument('--min-seconds', type=float, default=0.2,
                         help='time per candidate per round')
-    parser.add_argument('--only', nargs='+', choices=['conv', 'norm', 'model'],
-                        default=['conv', 'norm', 'model'])
+    parser.add_argument('--only', nargs='+',
+                        choices=['conv', 'kernel', 'norm', 'model'],
+                        default=['conv', 'kernel', 'norm', 'model'])
     parser.add_argument('--models', nargs='+', choices=list(MODELS),
                         default=list(MODELS), help='models of the model table')
     parser.add_argument('--size', type=int, default=320,
@@ -304,6 +333,8 @@ def main():
     tables = {
         'conv': lambda: {'WS conv vs plain conv':
                          conv_tables(args.rounds, args.min_seconds)},
+        'kernel': lambda: {'WS kernels, eager vs compiled':
+                           kernel_tables(args.rounds, args.min_seconds)},
         'norm': lambda: {'BCN vs GN and BN':
                          norm_tables(args.rounds, args.min_seconds)},
         'model': lambda: model_tables(args.rounds, args.min_seconds,

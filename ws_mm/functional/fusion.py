@@ -4,7 +4,8 @@ Weight Standardization is memory-bound: every pass over a large weight costs
 about as much as the arithmetic of the whole standardization. Written as
 eager torch ops, the closed-form backward takes about ten passes over the
 weight; ``torch.compile`` fuses them into a few loops over the rows and
-writes one result, 2x-7x faster on CPU (Triton kernels on GPUs).
+writes one result, 1.4x-6.5x faster on CPU at ResNet weights (Triton
+kernels on GPUs; measured by ``tools/benchmark_speed.py --only kernel``).
 
 Compilation needs a C++ compiler (CPU) or Triton (GPU). Where it fails, or
 with ``WS_MM_COMPILE=0`` in the environment, the same function runs eagerly:

@@ -71,8 +71,8 @@ def get_ws_variant(variant: str, eps: Optional[float] = None) -> WSVariant:
 # Both kernels are written in the in-place style that is fastest eagerly (no
 # row reduction through var / mean, which are several times slower than sum /
 # vector_norm on CPU). The backward, twice the work, is also compiled into one
-# fused kernel (2x-7x faster measured on CPU); compiling the forward measured
-# no faster.
+# fused kernel (1.4x-6.5x faster on CPU); the compiled forward measured 0.84x
+# to 1.46x the eager one, so it stays eager (benchmark_speed.py --only kernel).
 
 def _standardize_rows(w: Tensor, ddof: int, eps_in_sqrt: float,
                       eps_after_sqrt: float):
