@@ -102,27 +102,33 @@ def conv_tables(rounds, min_seconds):
 
 def kernel_tables(rounds, min_seconds):
     """WS's row kernels alone, eager vs compiled by TorchInductor, at the
-    weights of CONV_SHAPES: why only the backward is compiled."""
+    weights of CONV_SHAPES: why only the backward is compiled. The backward
+    is the closed-form gradient a WS conv's backward runs (on W_hat
+    recomputed from the saved statistics, which is timed with it)."""
     from ws_mm.functional.weight_standardization import (
-        _standardize_rows, _standardize_rows_backward)
-    compiled_forward = torch.compile(_standardize_rows, dynamic=True)
+        WS_VARIANTS, _standardize_rows_backward, restandardize_rows,
+        standardize_rows)
+    compiled_forward = torch.compile(standardize_rows, dynamic=True)
+    spec = WS_VARIANTS['A']
     rows = []
     for cin, cout, k, _, _ in CONV_SHAPES:
         torch.manual_seed(0)
         w = torch.randn(cout, cin * k * k) * 0.02
         grad = torch.randn_like(w)
-        ddof = w.shape[1] - 1
-        stats = _standardize_rows(w, ddof, 0.0, 1e-5)[1:]
+        _, stats = standardize_rows(w, spec)
+
+        def backward(closed_form, stats=stats):
+            return lambda: closed_form(grad, restandardize_rows(w, stats),
+                                       stats.scale, stats.root, stats.ddof)
+
         shape = f'{cout}x{cin}x{k}x{k}'
         rows.append((shape, 'forward', time_side_by_side({
-            'eager': lambda: _standardize_rows(w, ddof, 0.0, 1e-5),
-            'compiled': lambda: compiled_forward(w, ddof, 0.0, 1e-5),
+            'eager': lambda: standardize_rows(w, spec),
+            'compiled': lambda: compiled_forward(w, spec),
         }, rounds, min_seconds)))
         rows.append((shape, 'backward', time_side_by_side({
-            'eager': lambda: _standardize_rows_backward.eager(
-                grad, w, *stats, ddof),
-            'compiled': lambda: _standardize_rows_backward(
-                grad, w, *stats, ddof),
+            'eager': backward(_standardize_rows_backward.eager),
+            'compiled': backward(_standardize_rows_backward),
         }, rounds, min_seconds)))
     return rows
 

@@ -20,13 +20,15 @@ so the variant is a parameter (see :data:`WS_VARIANTS`):
 The backward pass is the paper's closed form (eq. 14-15): the incoming
 gradient is projected onto the space orthogonal to ``1`` and ``W_hat`` and
 scaled by ``1 / s``. It computes exactly the autograd gradient, as one fused
-kernel (:mod:`.fusion`).
+kernel (:mod:`.fusion`). The row-level pieces (:func:`standardize_rows`,
+:func:`restandardize_rows`, :func:`standardize_rows_backward`) are exposed
+for ``ws_mm.layers``' WS convs, which fuse them with the convolution.
 
 Statistics are computed in float32 (or float64 for float64 weights), also for
 half-precision weights or under autocast: in fp16 a filter with small spread
 loses all its precision.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -68,74 +70,99 @@ def get_ws_variant(variant: str, eps: Optional[float] = None) -> WSVariant:
     return spec._replace(eps=float(eps))
 
 
-# Both kernels are written in the in-place style that is fastest eagerly (no
-# row reduction through var / mean, which are several times slower than sum /
-# vector_norm on CPU). The backward, twice the work, is also compiled into one
-# fused kernel (1.4x-6.5x faster on CPU); the compiled forward measured 0.84x
-# to 1.46x the eager one, so it stays eager (benchmark_speed.py --only kernel).
+class RowStats(NamedTuple):
+    """Per-filter statistics of a standardization, enough to recompute W_hat
+    (:func:`restandardize_rows`) and to differentiate it
+    (:func:`standardize_rows_backward`): ``(filters, 1)`` float tensors and
+    the variance's divisor."""
+    mean: Tensor
+    scale: Tensor  # 1 / s
+    root: Tensor   # sqrt(var + eps_in_sqrt), the derivative of s needs it
+    ddof: int
 
-def _standardize_rows(w: Tensor, ddof: int, eps_in_sqrt: float,
-                      eps_after_sqrt: float):
-    """``W_hat`` of a (filters, fan_in) float matrix, and its statistics.
 
-    ``s = sqrt(var + eps_in_sqrt) + eps_after_sqrt`` covers the variants
-    (one of the two eps is 0); ``root`` is the square root, kept for the
-    backward.
+def standardize_rows(rows: Tensor,
+                     spec: WSVariant) -> Tuple[Tensor, RowStats]:
+    """``W_hat`` of a ``(filters, fan_in)`` matrix and its statistics, no
+    autograd. ``W_hat`` is in the statistics' dtype (float32 or float64).
+
+    Written in the in-place style that is fastest eagerly (no row reduction
+    through var / mean, several times slower than sum / vector_norm on CPU);
+    a compiled version measured 0.84x-1.46x this one, so it stays eager
+    (``benchmark_speed.py --only kernel``).
     """
+    w = rows.to(torch.promote_types(rows.dtype, torch.float32))
+    ddof = w.shape[1] - int(spec.unbiased)
+    eps_in, eps_after = (spec.eps, 0.0) if spec.eps_in_sqrt else (0.0, spec.eps)
     mean = w.sum(1, keepdim=True).div_(w.shape[1])
     centered = w - mean
     root = torch.linalg.vector_norm(centered, dim=1, keepdim=True)
-    root = root.square_().div_(ddof).add_(eps_in_sqrt).sqrt_()
-    scale = (root + eps_after_sqrt).reciprocal_()
-    return centered.mul_(scale), mean, scale, root
+    root = root.square_().div_(ddof).add_(eps_in).sqrt_()
+    scale = (root + eps_after).reciprocal_()
+    return centered.mul_(scale), RowStats(mean, scale, root, ddof)
+
+
+def restandardize_rows(rows: Tensor, stats: RowStats) -> Tensor:
+    """``W_hat`` again from saved statistics, without the reductions.
+
+    Bit-equal to :func:`standardize_rows`' result: the same eager ops,
+    ``(w - mean) * scale``. (Compiled, this one pass measured no faster at
+    small weights, where the compiled call's own overhead dominates.)
+    """
+    w = rows.to(stats.mean.dtype)
+    return (w - stats.mean).mul_(stats.scale)
 
 
 @fused
-def _standardize_rows_backward(grad_w_hat: Tensor, w: Tensor, mean: Tensor,
+def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
                                scale: Tensor, root: Tensor, ddof: int):
-    """The gradient w.r.t. W of the paper's eq. 14-15, W_hat recomputed.
-
-    eq. 14 removes the component along W_hat (the derivative of s), eq. 15
-    the mean (the centering's); mean(W_hat) is 0, so the two fuse into
-    ``scale * (g - mean(g) - W_hat * <g, W_hat> / ddof * s / root)``.
-    ``s / root`` is 1 when eps is inside the sqrt; root is clamped so that a
-    constant filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN.
-    """
     g = grad_w_hat
-    w_hat = (w - mean).mul_(scale)
-    root_over_s = root.clamp_min(torch.finfo(w.dtype).tiny) * scale
+    root_over_s = root.clamp_min(torch.finfo(w_hat.dtype).tiny) * scale
     along = (g * w_hat).sum(1, keepdim=True).div_(ddof).div_(root_over_s)
     offset = g.sum(1, keepdim=True).div_(-g.shape[1]).mul_(scale)
     # scale * g + offset - (scale * along) * w_hat, in place of w_hat
     return w_hat.mul_(along.mul_(scale).neg_()).add_(offset).addcmul_(g, scale)
 
 
+def standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
+                              stats: RowStats) -> Tensor:
+    """The gradient w.r.t. W of the paper's eq. 14-15, written over ``w_hat``.
+
+    eq. 14 removes the component along W_hat (the derivative of s), eq. 15
+    the mean (the centering's); mean(W_hat) is 0, so the two fuse into
+    ``scale * (g - mean(g) - W_hat * <g, W_hat> / ddof * s / root)``, one
+    compiled kernel (1.4x-6.5x faster than eager on CPU, ``benchmark_speed.py
+    --only kernel``). ``s / root`` is 1 when eps is inside the sqrt; root is
+    clamped so that a constant filter (W_hat 0) gives 0 where autograd's
+    0 / 0 gives NaN. ``w_hat`` (from :func:`restandardize_rows`) is
+    overwritten: it is the result, in the statistics' dtype.
+    """
+    return _standardize_rows_backward(grad_w_hat.to(w_hat.dtype), w_hat,
+                                      stats.scale, stats.root, stats.ddof)
+
+
 class _StandardizeRows(torch.autograd.Function):
     """W_hat with the closed-form backward; keeps no copy of W_hat.
 
-    Only W (held by the module anyway) and per-filter vectors are saved; the
-    backward recomputes W_hat inside its fused kernel, which reads W instead
-    of a saved W_hat at the same cost.
+    Only W and the per-filter statistics are saved; the backward recomputes
+    W_hat from them.
     """
 
     @staticmethod
-    def forward(ctx, rows: Tensor, unbiased: bool, eps_in_sqrt: float,
-                eps_after_sqrt: float) -> Tensor:
-        w = rows.to(torch.promote_types(rows.dtype, torch.float32))
-        ctx.ddof = w.shape[1] - int(unbiased)
-        w_hat, mean, scale, root = _standardize_rows(w, ctx.ddof, eps_in_sqrt,
-                                                     eps_after_sqrt)
-        ctx.save_for_backward(rows, mean, scale, root)
+    def forward(ctx, rows: Tensor, spec: WSVariant) -> Tensor:
+        w_hat, stats = standardize_rows(rows, spec)
+        ctx.save_for_backward(rows, stats.mean, stats.scale, stats.root)
+        ctx.ddof = stats.ddof
         return w_hat.to(rows.dtype)
 
     @staticmethod
     @once_differentiable  # the closed form is not itself differentiated
     def backward(ctx, grad_w_hat: Tensor):
         rows, mean, scale, root = ctx.saved_tensors
-        grad = _standardize_rows_backward(grad_w_hat.to(mean.dtype),
-                                          rows.to(mean.dtype), mean, scale,
-                                          root, ctx.ddof)
-        return grad.to(grad_w_hat.dtype), None, None, None
+        stats = RowStats(mean, scale, root, ctx.ddof)
+        grad = standardize_rows_backward(grad_w_hat,
+                                         restandardize_rows(rows, stats), stats)
+        return grad.to(grad_w_hat.dtype), None
 
 
 def weight_standardization(weight: Tensor, variant: str = 'A',
@@ -153,6 +180,4 @@ def weight_standardization(weight: Tensor, variant: str = 'A',
     """
     spec = get_ws_variant(variant, eps)
     rows = weight.reshape(weight.shape[0], -1)
-    eps_in, eps_after = (spec.eps, 0.0) if spec.eps_in_sqrt else (0.0, spec.eps)
-    return _StandardizeRows.apply(rows, spec.unbiased, eps_in,
-                                  eps_after).view_as(weight)
+    return _StandardizeRows.apply(rows, spec).view_as(weight)

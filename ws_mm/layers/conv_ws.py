@@ -5,8 +5,11 @@ what the optimizer updates and what checkpoints store) and convolves with the
 standardized ``W_hat`` of :func:`ws_mm.functional.weight_standardization`.
 There is no affine on ``W_hat``: a normalization layer is expected to follow.
 
-In training, ``W_hat`` is not kept from the forward to the backward (that
-would be a second copy of every trainable weight): the backward recomputes it.
+In training, standardization and convolution are one autograd function
+(:class:`_WSConvolution`) that keeps what a plain conv keeps (the input and
+``W``) plus per-filter statistics: ``W_hat`` is not kept from the forward to
+the backward (that would be a second copy of every trainable weight), the
+backward recomputes it from the statistics in one pass.
 
 When no gradient can reach ``W`` (eval under ``torch.no_grad()`` or
 ``inference_mode()``, or a frozen weight) ``W_hat`` is a constant, so it is
@@ -17,49 +20,97 @@ invalidate it. Edits through ``weight.data`` bypass the version counter (as
 they bypass autograd): call ``module.train()`` / ``.eval()`` afterwards, which
 clears the cache, or edit under ``torch.no_grad()`` instead.
 """
-import weakref
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from ..functional.weight_standardization import (get_ws_variant,
+from ..functional.weight_standardization import (RowStats, get_ws_variant,
+                                                 restandardize_rows,
+                                                 standardize_rows,
+                                                 standardize_rows_backward,
                                                  weight_standardization)
 
 
-_MODIFIED = ('{} needed for the backward of a WS conv was modified in place '
-             'after its forward (version {} -> {}); modify it out of place, '
-             'or after backward()')
+def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
+    """The dtype ``torch.autocast`` runs a conv of ``x`` in, if it is on.
 
-
-def _recompute_when_unpacked(w_hat: Tensor, weight: Tensor,
-                             standardize: Callable[[Tensor], Tensor]):
-    """Saved-tensor hooks that keep ``w_hat`` as a recipe, not a tensor.
-
-    Everything else is kept as autograd would keep it, with autograd's check
-    that it was not modified in place in between (hooks bypass that check).
-    Under ``backward(create_graph=True)`` the recomputed W_hat is
-    differentiable again, so higher-order gradients stay correct.
+    ws_mm calls ``torch.convolution``, which autocast does not cast (it casts
+    ``F.conv2d`` and friends), so the layer casts as autocast would.
     """
-    # autograd keeps the hooks until the backward: a strong reference to
-    # w_hat here would keep it alive all the same.
-    w_hat_ref = weakref.ref(w_hat)
+    device = x.device.type
+    if (torch.is_autocast_enabled(device) and x.is_floating_point()
+            and x.dtype != torch.float64):
+        return torch.get_autocast_dtype(device)
+    return None
 
-    def pack(tensor: Tensor):
-        if tensor is w_hat_ref():
-            return weight, weight._version, None
-        return tensor, tensor._version, tensor
 
-    def unpack(packed) -> Tensor:
-        tensor, version, kept = packed
-        if tensor._version != version:
-            what = 'the weight' if kept is None else 'a tensor'
-            raise RuntimeError(_MODIFIED.format(what, version, tensor._version))
-        return standardize(weight) if kept is None else kept
+class _WSConvolution(torch.autograd.Function):
+    """``conv(x, W_hat)`` for training, with W_hat recomputed for the backward.
 
-    return pack, unpack
+    Saves the input, ``W`` and the per-filter statistics. The backward
+    recomputes W_hat from the statistics (one pass, bit-equal to the
+    forward's), runs the convolution's backward with it, then the paper's
+    closed-form WS backward, written over the recomputed W_hat.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
+                layer: '_WSConvMixin', conv_args: tuple) -> Tensor:
+        w_hat, stats = standardize_rows(layer._filters(weight),
+                                        layer._ws_spec())
+        ctx.save_for_backward(x, weight, stats.mean, stats.scale, stats.root)
+        ctx.ddof, ctx.layer, ctx.conv_args = stats.ddof, layer, conv_args
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
+        return torch.convolution(x, layer._unfilter(w_hat, weight).to(x.dtype),
+                                 bias, *conv_args)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight, mean, scale, root = ctx.saved_tensors
+        layer, hook = ctx.layer, ctx.layer.w_hat_grad_hook
+        need_x, _, need_bias = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():  # backward(create_graph=True)
+            return _WSConvolution._differentiable_backward(ctx, grad_out)
+        stats = RowStats(mean, scale, root, ctx.ddof)
+        rows = restandardize_rows(layer._filters(weight), stats)
+        grad_x, grad_w_hat, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out, x, layer._unfilter(rows, weight).to(x.dtype),
+            ctx.bias_sizes, *ctx.conv_args, [need_x, True, need_bias])
+        if hook is not None:
+            grad_w_hat = _call_hook(hook, grad_w_hat)
+        grad_rows = standardize_rows_backward(layer._filters(grad_w_hat), rows,
+                                              stats)
+        grad_w = layer._unfilter(grad_rows, weight).to(weight.dtype)
+        return grad_x, grad_w, grad_bias, None, None
+
+    @staticmethod
+    def _differentiable_backward(ctx, grad_out: Tensor):
+        """The same gradients as differentiable functions of x, W and
+        ``grad_out`` (for gradient penalties): a recomputation of the forward
+        with autograd's ops, differentiated by autograd."""
+        x, weight = ctx.saved_tensors[:2]
+        need_x, _, need_bias = ctx.needs_input_grad[:3]
+        w_hat = ctx.layer._standardize(weight)
+        if ctx.layer.w_hat_grad_hook is not None:
+            w_hat.register_hook(ctx.layer.w_hat_grad_hook)
+        out = torch.convolution(x, w_hat.to(x.dtype), None, *ctx.conv_args)
+        wrt = (x, weight) if need_x else (weight, )
+        grads = torch.autograd.grad(out, wrt, grad_out, create_graph=True)
+        grad_bias = None
+        if need_bias:
+            grad_bias = grad_out.sum(
+                [d for d in range(grad_out.dim()) if d != 1])
+        return ((grads[0] if need_x else None), grads[-1], grad_bias, None,
+                None)
+
+
+def _call_hook(hook, grad: Tensor) -> Tensor:
+    """A tensor hook's contract: it may return a replacement gradient."""
+    replaced = hook(grad)
+    return grad if replaced is None else replaced
 
 
 class _WSConvMixin:
@@ -70,7 +121,7 @@ class _WSConvMixin:
 
     _announced = False
     # A hook on the gradient w.r.t. W_hat, set only while something observes
-    # it (ws_mm's WSGradientHook): one attribute check per training forward.
+    # it (ws_mm's WSGradientHook): one attribute check per training backward.
     w_hat_grad_hook = None
 
     def __init__(self, *args, eps: Optional[float] = None, variant: str = 'A',
@@ -91,28 +142,39 @@ class _WSConvMixin:
             print_log('ws_mm: weight-standardized convs (ConvWS and its '
                       f'variants) are built by {__name__}', logger='current')
 
-    def _standardize(self, weight: Tensor) -> Tensor:
+    def _ws_spec(self):
+        return get_ws_variant(self.ws_variant, self.ws_eps)
+
+    def _filters(self, weight: Tensor) -> Tensor:
+        """The weight as a ``(filters, fan_in)`` matrix, a row per output
+        channel: the rows that WS standardizes."""
         if not self.transposed:
-            return weight_standardization(weight, self.ws_variant, self.ws_eps)
+            return weight.reshape(weight.shape[0], -1)
         # A transposed conv stores (in, out / groups, *k); the filter of output
-        # channel o in group g is weight[g-th block of inputs, o]: bring the
-        # output channels to the front, standardize, and put them back.
-        cin, cout_g, *kernel = weight.shape
-        grouped = weight.view(self.groups, cin // self.groups, cout_g, *kernel)
-        filters = grouped.transpose(1, 2)
-        w_hat = weight_standardization(
-            filters.reshape(-1, *filters.shape[2:]), self.ws_variant,
-            self.ws_eps)
-        return w_hat.view(filters.shape).transpose(1, 2).reshape(weight.shape)
+        # channel o in group g is weight[g-th block of inputs, o].
+        cin, cout_g = weight.shape[:2]
+        grouped = weight.reshape(self.groups, cin // self.groups, cout_g, -1)
+        return grouped.transpose(1, 2).reshape(self.groups * cout_g, -1)
+
+    def _unfilter(self, rows: Tensor, weight: Tensor) -> Tensor:
+        """The inverse of :meth:`_filters`: rows back in ``weight``'s shape."""
+        if not self.transposed:
+            return rows.view(weight.shape)
+        cin, cout_g = weight.shape[:2]
+        grouped = rows.view(self.groups, cout_g, cin // self.groups, -1)
+        return grouped.transpose(1, 2).reshape(weight.shape)
+
+    def _standardize(self, weight: Tensor) -> Tensor:
+        """W_hat of ``weight``, differentiable."""
+        return self._unfilter(
+            weight_standardization(self._filters(weight), self.ws_variant,
+                                   self.ws_eps), weight)
 
     def standardized_weight(self) -> Tensor:
         """``W_hat``: differentiable in training, cached when it is constant."""
         weight = self.weight
         if torch.is_grad_enabled() and weight.requires_grad:
-            w_hat = self._standardize(weight)
-            if self.w_hat_grad_hook is not None:
-                w_hat.register_hook(self.w_hat_grad_hook)
-            return w_hat
+            return self._standardize(weight)
         # The cache holds its source weight, which keeps that storage alive:
         # a weight moved by .to() / .half() or replaced cannot have the same
         # data_ptr, and in-place edits bump the version counter.
@@ -127,28 +189,39 @@ class _WSConvMixin:
         self._ws_cache = (weight.detach(), weight._version, w_hat)
         return w_hat
 
-    def _conv_with_standardized_weight(self, conv: Callable[[Tensor], Tensor]):
-        """``conv(W_hat)``; in training W_hat is recomputed for the backward.
+    def _pad(self, x: Tensor):
+        """``x`` padded as the torch conv pads it, and the conv's own padding.
 
-        The conv would keep W_hat alive until its backward, a second copy of
-        every trainable weight (+12% peak memory in Mask R-CNN R-50-FPN at
-        320x320). It is recomputed instead, at the cost of one forward
-        standardization, unless other saved-tensor hooks (non-reentrant
-        activation checkpointing) already manage what is kept.
+        Zero padding given as numbers (or a symmetric ``'same'``) is left to
+        the convolution; other padding modes and an asymmetric ``'same'`` pad
+        the input first, as ``torch.nn.Conv*d`` does.
         """
+        if not isinstance(self.padding, str) and self.padding_mode == 'zeros':
+            return x, self.padding
+        no_padding = (0, ) * len(self.kernel_size)
+        pad = self._reversed_padding_repeated_twice
+        if self.padding_mode == 'zeros':  # 'same' or 'valid'
+            if pad[0::2] == pad[1::2]:
+                return x, tuple(pad[0::2][::-1])
+            return F.pad(x, pad), no_padding
+        return F.pad(x, pad, mode=self.padding_mode), no_padding
+
+    def _ws_convolution(self, x: Tensor, output_padding) -> Tensor:
+        x, padding = self._pad(x)
+        bias, dtype = self.bias, _autocast_dtype(x)
+        if dtype is not None:
+            x = x.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        conv_args = (self.stride, padding, self.dilation, self.transposed,
+                     output_padding, self.groups)
+        if torch.is_grad_enabled() and self.weight.requires_grad:
+            return _WSConvolution.apply(x, self.weight, bias, self, conv_args)
         w_hat = self.standardized_weight()
-        # torch has no public query for active hooks; this private one is the
-        # one torch's own AOTAutograd uses.
-        if (not w_hat.requires_grad
-                or torch._C._autograd._top_saved_tensors_default_hooks(False)):
-            return conv(w_hat)
-        with torch.autograd.graph.saved_tensors_hooks(
-                *_recompute_when_unpacked(w_hat, self.weight, self._standardize)):
-            return conv(w_hat)
+        return torch.convolution(x, w_hat if dtype is None else w_hat.to(dtype),
+                                 bias, *conv_args)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_with_standardized_weight(
-            lambda w_hat: self._conv_forward(x, w_hat, self.bias))
+        return self._ws_convolution(x, self.output_padding)
 
     def train(self, mode: bool = True):
         self._ws_cache = None
@@ -199,10 +272,7 @@ class ConvTransposeWS2d(_WSConvMixin, nn.ConvTranspose2d):
         output_padding = self._output_padding(x, output_size, self.stride,
                                               self.padding, self.kernel_size,
                                               2, self.dilation)
-        return self._conv_with_standardized_weight(
-            lambda w_hat: F.conv_transpose2d(x, w_hat, self.bias, self.stride,
-                                             self.padding, output_padding,
-                                             self.groups, self.dilation))
+        return self._ws_convolution(x, output_padding)
 
 
 WS_CONVS = (ConvWS1d, ConvWS2d, ConvWS3d, ConvTransposeWS2d)
