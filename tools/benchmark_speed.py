@@ -1,9 +1,10 @@
 """Speed and memory of WS and BCN against their plain counterparts.
 
 Every candidate is timed side by side in one run, interleaved round by round,
-and reported as a ratio to the baseline of its table (median over rounds), so
-machine noise and drift cancel out as far as they can. Absolute times are
-printed for reference only.
+and reported as a ratio to the baseline of its table: the median over rounds
+of the ratio within each round, with the range of those ratios, so machine
+noise and drift cancel out as far as they can and what remains is shown.
+Absolute times (the baseline's median) are printed for reference only.
 
     python tools/benchmark_speed.py                  # all tables, 2 threads
     python tools/benchmark_speed.py --only conv norm # the layer tables
@@ -63,7 +64,12 @@ def eval_step(module, x):
 
 
 def time_side_by_side(steps, rounds, min_seconds):
-    """Median seconds per call of each step, measured interleaved."""
+    """Seconds per call of each step in every round, measured interleaved.
+
+    The order of the steps rotates from round to round, so that none always
+    runs after the same neighbour (whose leftovers in caches and in the
+    allocator would bias it).
+    """
     calls = {}
     for name, step in steps.items():  # warm-up, and calls per round
         step()
@@ -71,13 +77,15 @@ def time_side_by_side(steps, rounds, min_seconds):
         step()
         calls[name] = max(1, int(min_seconds / (time.perf_counter() - start)))
     samples = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
+    names = list(steps)
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
             for _ in range(calls[name]):
-                step()
+                steps[name]()
             samples[name].append((time.perf_counter() - start) / calls[name])
-    return {name: statistics.median(s) for name, s in samples.items()}
+    return samples
 
 
 def conv_tables(rounds, min_seconds):
@@ -288,9 +296,20 @@ def model_tables(rounds, min_seconds, size, names):
     }
 
 
+def ratio_cell(values, base):
+    """``values / base`` as the median of the per-round ratios and their
+    range: pairing each round with the baseline's cancels drift between
+    rounds, and the range shows what is left of the noise."""
+    if not isinstance(values, list):  # a single measurement (memory)
+        return f'{values / base:.3f}x'
+    ratios = [v / b for v, b in zip(values, base)]
+    return (f'{statistics.median(ratios):.3f}x '
+            f'({min(ratios):.3f}-{max(ratios):.3f})')
+
+
 def markdown(title, rows):
-    """Rows of (shape, mode, {candidate: value}) as ratios to the first
-    candidate; values are seconds, except in 'memory' rows (MB)."""
+    """Rows of (shape, mode, {candidate: values}) as ratios to the first
+    candidate; values are seconds per round, except in 'memory' rows (MB)."""
     names = list(rows[0][2])
     base = names[0]
     lines = [
@@ -300,10 +319,10 @@ def markdown(title, rows):
         '|---|---|' + '---|' * len(names),
     ]
     for shape, mode, values in rows:
-        ratios = ' | '.join(f'{values[n] / values[base]:.3f}x'
+        ratios = ' | '.join(ratio_cell(values[n], values[base])
                             for n in names[1:])
         absolute = (f'{values[base]:.0f} MB' if 'memory' in mode else
-                    f'{values[base] * 1e3:.2f} ms')
+                    f'{statistics.median(values[base]) * 1e3:.2f} ms')
         lines.append(f'| {shape} | {mode} | {ratios} | {absolute} |')
     return '\n'.join(lines) + '\n'
 
@@ -312,7 +331,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', type=int, default=2)
     parser.add_argument('--rounds', type=int, default=7,
-                        help='interleaved rounds; the median is reported')
+                        help='interleaved rounds; the median ratio and the '
+                        'range are reported')
     parser.add_argument('--min-seconds', type=float, default=0.2,
                         help='time per candidate per round')
     parser.add_argument('--only', nargs='+',
@@ -331,9 +351,9 @@ def main():
         return
 
     header = (f'torch {torch.__version__}, {args.threads} threads, '
-              f'{args.rounds} interleaved rounds, median; ratios to the first '
-              'column (lower is faster); train = forward + backward, '
-              'eval = forward under no_grad\n')
+              f'{args.rounds} interleaved rounds; ratio to the first column '
+              '(lower is faster): median of the per-round ratios (min-max); '
+              'train = forward + backward, eval = forward under no_grad\n')
     print(header)
     out = [header]
     tables = {
