@@ -17,7 +17,10 @@ def test_reduced_demo_run(tmp_path):
          '--num-val', '4', '--size', '128', '--data', str(tmp_path / 'data'),
          '--work-dir', str(work)],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines()
+              if 'Error' in line or line.startswith('[rank')]
+    assert proc.returncode == 0, '\n'.join(
+        errors[:40] + [proc.stdout[-2000:], proc.stderr[-2000:]])
     assert 'demo finished' in proc.stdout
 
     summary = json.loads((work / 'summary.json').read_text())
