@@ -37,3 +37,25 @@ def test_layer_tables(tmp_path):
         assert len(ratios) == expected, row
         assert all(0 < low <= median <= high for median, low, high in ratios)
         assert cells[-1].endswith(' ms')
+
+
+def test_ws_share_finds_ws_work_and_only_it():
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import torch
+    from benchmark_speed import ws_share
+    from mmengine.model import BaseModel
+
+    from ws_mm.layers import ConvWS2d
+
+    class Tiny(BaseModel):
+        def __init__(self, conv):
+            super().__init__()
+            self.conv, self.norm = conv(8, 16, 3, padding=1), torch.nn.GroupNorm(
+                4, 16)
+
+        def forward(self, inputs, mode):
+            return dict(loss=self.norm(self.conv(inputs)).square().mean())
+
+    data = dict(inputs=torch.randn(2, 8, 32, 32))
+    assert 0 < ws_share(Tiny(ConvWS2d), data) < 1
+    assert ws_share(Tiny(torch.nn.Conv2d), data) == 0

@@ -17,7 +17,8 @@ backward kernels at those weights, eager vs compiled; ``norm``, BCN vs GN vs BN;
 ``model``, one training iteration and inference of Mask R-CNN R-50-FPN and
 DeepLabV3 R-50-D8 with GN+WS vs GN vs BN (inference: WS cached or folded),
 time and peak memory (each variant measured in a fresh process, as the growth
-of its peak resident memory over the built model).
+of its peak resident memory over the built model), and the share of a GN+WS
+training iteration that WS's own work takes (torch.profiler).
 """
 import argparse
 import copy
@@ -265,9 +266,39 @@ def measure_memory(name, norm, size):
     print(json.dumps(dict(peak_mb=(_status_kb('VmHWM') - before) / 1024)))
 
 
+SHARE_TITLE = "Whole models, WS's own work in a GN+WS training iteration"
+
+
+def ws_share(model, data):
+    """Fraction of a GN+WS training step spent in WS's own work.
+
+    torch.profiler times one step; WS's work is the time inside ws_mm's conv
+    Function, forward and backward, less the convolutions it calls. Measured
+    within one step, it does not suffer the drift between rounds that limits
+    the time ratios; the profiler's per-op overhead counts against WS's many
+    small ops, so it is an upper estimate.
+    """
+    from torch.profiler import profile
+    step = model_step(model, data, 'train')
+    step()
+    with profile() as prof:
+        start = time.perf_counter()
+        step()
+        total = time.perf_counter() - start
+    convs = ('aten::convolution', 'aten::convolution_backward')
+    ws_us = sum(
+        event.cpu_time_total - sum(child.cpu_time_total
+                                   for child in event.cpu_children
+                                   if child.name in convs)
+        for event in prof.events()
+        if event.name in ('_WSConvolution', '_WSConvolutionBackward'))
+    return ws_us * 1e-6 / total
+
+
 def model_tables(rounds, min_seconds, size, names):
-    """Three tables: training time, training peak memory, inference time."""
-    train_rows, memory_rows, eval_rows = [], [], []
+    """Training time, training peak memory, WS's share of a training step,
+    inference time."""
+    train_rows, memory_rows, shares, eval_rows = [], [], [], []
     for name in names:
         label = f'{name} {size}x{size}, 2 images'
         built = {norm: build_model(name, norm, size) for norm in NORMS}
@@ -279,6 +310,7 @@ def model_tables(rounds, min_seconds, size, names):
             min_seconds)))
         memory_rows.append((label, 'train peak memory', {
             norm: peak_memory_mb(name, norm, size) for norm in NORMS}))
+        shares.append((label, ws_share(*built['GN+WS'])))
 
         ws_model, data = built['GN+WS']
         folded = fold_weight_standardization(copy.deepcopy(ws_model))
@@ -292,8 +324,18 @@ def model_tables(rounds, min_seconds, size, names):
     return {
         'Whole models, training iteration': train_rows,
         'Whole models, peak memory of a training iteration': memory_rows,
+        SHARE_TITLE: shares,
         'Whole models, inference': eval_rows,
     }
+
+
+def share_markdown(title, rows):
+    """Rows of (shape, fraction) as percentages."""
+    return '\n'.join([f'### {title}', '',
+                      '| shape | share of the step (torch.profiler) |',
+                      '|---|---|'] +
+                     [f'| {shape} | {share:.2%} |' for shape, share in rows]
+                     ) + '\n'
 
 
 def ratio_cell(values, base):
@@ -368,7 +410,8 @@ def main():
     }
     for key in args.only:
         for title, rows in tables[key]().items():
-            out.append(markdown(title, rows))
+            out.append((share_markdown if title == SHARE_TITLE else
+                        markdown)(title, rows))
             print(out[-1], flush=True)
     if args.out:
         with open(args.out, 'w') as f:
