@@ -88,7 +88,7 @@ def standardize_rows(rows: Tensor,
 
     Written in the in-place style that is fastest eagerly (no row reduction
     through var / mean, several times slower than sum / vector_norm on CPU);
-    a compiled version measured 0.84x-1.46x this one, so it stays eager
+    a compiled version measured 0.85x-1.49x this one, so it stays eager
     (``benchmark_speed.py --only kernel``).
     """
     w = rows.to(torch.promote_types(rows.dtype, torch.float32))
@@ -131,8 +131,7 @@ def standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
     eq. 14 removes the component along W_hat (the derivative of s), eq. 15
     the mean (the centering's); mean(W_hat) is 0, so the two fuse into
     ``scale * (g - mean(g) - W_hat * <g, W_hat> / ddof * s / root)``, one
-    compiled kernel (1.4x-6.5x faster than eager on CPU, ``benchmark_speed.py
-    --only kernel``). ``s / root`` is 1 when eps is inside the sqrt; root is
+    compiled kernel (see :mod:`.fusion` for what that gains). ``s / root`` is 1 when eps is inside the sqrt; root is
     clamped so that a constant filter (W_hat 0) gives 0 where autograd's
     0 / 0 gives NaN. ``w_hat`` (from :func:`restandardize_rows`) is
     overwritten: it is the result, in the statistics' dtype.
