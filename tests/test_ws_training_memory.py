@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from ws_mm.functional import weight_standardization
 from ws_mm.layers import ConvTransposeWS2d, ConvWS1d, ConvWS2d, ConvWS3d
 
 
