@@ -218,3 +218,19 @@ def test_bad_input_stops_early_with_one_line(tmp_path, demo_data, case):
     assert error.startswith('error: ') and expected in error, proc.stderr
     assert sorted(p.name for p in work_dir.iterdir()) == ['keep.txt']
     assert (work_dir / 'keep.txt').read_text() == 'earlier results'
+
+
+def test_the_process_group_is_destroyed_after_the_toolbox_script(tmp_path):
+    """Left to the interpreter's exit, gloo could abort a finished run."""
+    script = tmp_path / 'toolbox_script.py'
+    script.write_text('import torch.distributed as dist\n'
+                      'assert dist.is_initialized()\n')
+    code = (
+        'import torch.distributed as dist\n'
+        'from ws_mm.toolbox.launch import run_script\n'
+        f"dist.init_process_group('gloo', rank=0, world_size=1, "
+        f"init_method='tcp://127.0.0.1:{free_port()}')\n"
+        f'run_script({str(script)!r})\n'
+        "print('destroyed:', not dist.is_initialized())\n")
+    proc = check(run([sys.executable, '-c', code]))
+    assert 'destroyed: True' in proc.stdout

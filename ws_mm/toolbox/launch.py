@@ -135,4 +135,18 @@ def run(tool: str, argv: List[str]) -> None:
             if os.environ.get('RANK', '0') == '0':
                 print(f'error: {error}', file=sys.stderr)
             sys.exit(2)
-    runpy.run_path(sys.argv[0], run_name='__main__')
+    run_script(sys.argv[0])
+
+
+def run_script(path: str) -> None:
+    """Run a toolbox script as ``__main__``, then destroy the process group.
+
+    Left to the interpreter's exit, gloo's worker threads can abort the
+    process (SIGABRT, "terminate called without an active exception";
+    pytorch/pytorch#190489), which torchrun reports as a failed run after
+    the work is done. Only after success: after an error, other ranks may
+    still wait in a collective.
+    """
+    runpy.run_path(path, run_name='__main__')
+    if dist.is_initialized():
+        dist.destroy_process_group()
