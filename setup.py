@@ -22,7 +22,7 @@ setup(
     packages=find_packages(include=['ws_mm', 'ws_mm.*']),
     python_requires='>=3.8',
     install_requires=[
-        'torch>=1.13',
+        'torch>=2.4',  # torch.compile, device-aware autocast queries
         'mmengine>=0.10.0,<1.0.0',
         # mmdet 3.3 and mmseg 1.2 assert mmcv < 2.2.0.
         'mmcv>=2.0.0,<2.2.0',

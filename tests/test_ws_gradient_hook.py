@@ -3,9 +3,9 @@ leaves nothing behind between logging iterations."""
 import json
 
 import torch
+import torch.nn.functional as F
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-import torch.nn.functional as F
 from torch import nn
 
 import ws_mm  # noqa: F401  (registers the hook)

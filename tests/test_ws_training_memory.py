@@ -2,10 +2,12 @@
 
 The conv's backward needs W_hat; ws_mm recomputes it then instead of keeping
 it from the forward. These tests check that nothing weight-sized but W itself
-is kept, that the gradients are exactly those of the conv written with
-autograd's own ops (which keeps W_hat), for every conv type and padding, and
-that autograd's guarantees survive: the in-place modification check,
-higher-order gradients, activation checkpointing and autocast.
+is kept, that the gradients are exactly those of torch's own conv class run
+with W_hat (ws_mm's function, tested against an independent float64
+reference in test_weight_standardization.py; autograd keeps W_hat there),
+for every conv type and padding, and that autograd's guarantees survive: the
+in-place modification check, gradient penalties, activation checkpointing
+and autocast.
 """
 import copy
 
@@ -106,8 +108,10 @@ def test_in_place_edits_before_backward_are_still_refused():
         y.sum().backward()
 
 
-def test_gradient_penalty_through_the_input_gradient():
-    """backward(create_graph=True) differentiates the recomputed W_hat."""
+@pytest.mark.parametrize('checkpointed', [False, True])
+def test_gradient_penalty_through_the_input_gradient(checkpointed):
+    """backward(create_graph=True) differentiates the recomputed W_hat, also
+    under non-reentrant checkpointing (which allows one unpack per tensor)."""
     torch.manual_seed(1)
     conv = ConvWS2d(4, 6, 3, padding=1).double()
     x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
@@ -115,13 +119,38 @@ def test_gradient_penalty_through_the_input_gradient():
     def penalty_grad(forward):
         conv.zero_grad(set_to_none=True)
         xr = x.clone().requires_grad_()
-        (gx, ) = torch.autograd.grad(forward(conv, xr).sin().sum(), xr,
-                                     create_graph=True)
+        y = (checkpoint(forward, conv, xr, use_reentrant=False)
+             if checkpointed else forward(conv, xr))
+        (gx, ) = torch.autograd.grad(y.sin().sum(), xr, create_graph=True)
         gx.square().sum().backward()
         return conv.weight.grad
 
     torch.testing.assert_close(penalty_grad(lambda c, x: c(x)),
                                penalty_grad(reference))
+
+
+def test_a_penalty_on_the_weight_gradient_is_refused_not_wrong():
+    conv = ConvWS2d(4, 6, 3, padding=1).double()
+    y = conv(torch.randn(2, 4, 5, 5, dtype=torch.float64))
+    (gw, ) = torch.autograd.grad(y.sin().sum(), conv.weight, create_graph=True)
+    with pytest.raises(RuntimeError, match='once_differentiable'):
+        gw.square().sum().backward()
+
+
+def test_reentrant_checkpointing_keeps_no_w_hat_either():
+    """Its first pass runs under no_grad, where W_hat would be cached."""
+    conv = ConvWS2d(8, 8, 3, padding=1)
+    x = torch.randn(2, 8, 6, 6, requires_grad=True)
+    checkpoint(conv, x, use_reentrant=True).sum().backward()
+    assert conv._ws_cache is None and conv.weight.grad is not None
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_meta_tensors_give_shapes(train):
+    conv = ConvWS2d(4, 6, 3, stride=2, device='meta').train(train)
+    with torch.set_grad_enabled(train):
+        y = conv(torch.empty(2, 4, 9, 9, device='meta'))
+    assert y.device.type == 'meta' and y.shape == (2, 6, 4, 4)
 
 
 @pytest.mark.parametrize('use_reentrant', [True, False])

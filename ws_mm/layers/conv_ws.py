@@ -13,10 +13,11 @@ backward recomputes it from the statistics in one pass.
 
 When no gradient can reach ``W`` (eval under ``torch.no_grad()`` or
 ``inference_mode()``, or a frozen weight) ``W_hat`` is a constant, so it is
-computed once and reused until the weight changes. The cache is keyed on the
-weight's storage, dtype and autograd version counter, so an optimizer step,
-an in-place edit, ``load_state_dict`` and ``.to()`` / ``.half()`` all
-invalidate it. Edits through ``weight.data`` bypass the version counter (as
+computed once and reused until the weight changes (a trainable weight in
+training mode is never cached: it changes every step). The cache is keyed on
+the weight's storage and autograd version counter, so an optimizer step, an
+in-place edit, ``load_state_dict`` and ``.to()`` / ``.half()`` (a new
+storage) all invalidate it. Edits through ``weight.data`` bypass the version counter (as
 they bypass autograd): call ``module.train()`` / ``.eval()`` afterwards, which
 clears the cache, or edit under ``torch.no_grad()`` instead.
 """
@@ -37,11 +38,13 @@ from ..functional.weight_standardization import (RowStats, get_ws_variant,
 def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
     """The dtype ``torch.autocast`` runs a conv of ``x`` in, if it is on.
 
-    ws_mm calls ``torch.convolution``, which autocast does not cast (it casts
-    ``F.conv2d`` and friends), so the layer casts as autocast would.
+    ws_mm calls ``torch.convolution``, which autocast does not cast on CPU
+    (it casts ``F.conv2d`` and friends), so the layer casts as autocast
+    would, on every device.
     """
     device = x.device.type
-    if (torch.is_autocast_enabled(device) and x.is_floating_point()
+    if (torch.amp.is_autocast_available(device)
+            and torch.is_autocast_enabled(device) and x.is_floating_point()
             and x.dtype != torch.float64):
         return torch.get_autocast_dtype(device)
     return None
@@ -69,11 +72,13 @@ class _WSConvolution(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
+        # Unpacked once: non-reentrant checkpointing allows no second unpack.
         x, weight, mean, scale, root = ctx.saved_tensors
         layer, hook = ctx.layer, ctx.layer.w_hat_grad_hook
         need_x, _, need_bias = ctx.needs_input_grad[:3]
         if torch.is_grad_enabled():  # backward(create_graph=True)
-            return _WSConvolution._differentiable_backward(ctx, grad_out)
+            return _WSConvolution._differentiable_backward(ctx, grad_out, x,
+                                                           weight)
         stats = RowStats(mean, scale, root, ctx.ddof)
         rows = restandardize_rows(layer._filters(weight), stats)
         grad_x, grad_w_hat, grad_bias = torch.ops.aten.convolution_backward(
@@ -87,11 +92,13 @@ class _WSConvolution(torch.autograd.Function):
         return grad_x, grad_w, grad_bias, None, None
 
     @staticmethod
-    def _differentiable_backward(ctx, grad_out: Tensor):
-        """The same gradients as differentiable functions of x, W and
-        ``grad_out`` (for gradient penalties): a recomputation of the forward
-        with autograd's ops, differentiated by autograd."""
-        x, weight = ctx.saved_tensors[:2]
+    def _differentiable_backward(ctx, grad_out: Tensor, x: Tensor,
+                                 weight: Tensor):
+        """The same gradients, recorded by autograd (a recomputation of the
+        forward, differentiated by autograd), so that a penalty on the input
+        gradient can be differentiated. W_hat's own backward stays
+        ``once_differentiable``: differentiating the gradient w.r.t. W again
+        (a penalty on it, Hessian-vector products) raises."""
         need_x, _, need_bias = ctx.needs_input_grad[:3]
         w_hat = ctx.layer._standardize(weight)
         if ctx.layer.w_hat_grad_hook is not None:
@@ -171,10 +178,17 @@ class _WSConvMixin:
                                    self.ws_eps), weight)
 
     def standardized_weight(self) -> Tensor:
-        """``W_hat``: differentiable in training, cached when it is constant."""
+        """``W_hat``: differentiable when W needs a gradient, cached when it
+        is constant (the layer's forward uses it only then)."""
         weight = self.weight
         if torch.is_grad_enabled() and weight.requires_grad:
             return self._standardize(weight)
+        if self.training and weight.requires_grad:
+            # A no-grad forward in training (the first pass of reentrant
+            # checkpointing): W changes at the next step, so a cache would
+            # only keep a second copy of W alive.
+            with torch.no_grad():
+                return self._standardize(weight)
         # The cache holds its source weight, which keeps that storage alive:
         # a weight moved by .to() / .half() or replaced cannot have the same
         # data_ptr, and in-place edits bump the version counter.
