@@ -126,7 +126,7 @@ def kernel_tables(rounds, min_seconds):
         grad = torch.randn_like(w)
         _, stats = standardize_rows(w, spec)
 
-        def backward(closed_form, stats=stats):
+        def backward(closed_form):
             return lambda: closed_form(grad, restandardize_rows(w, stats),
                                        stats.scale, stats.root, stats.ddof)
 

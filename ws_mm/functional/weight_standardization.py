@@ -133,8 +133,9 @@ def standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
     ``scale * (g - mean(g) - W_hat * <g, W_hat> / ddof * s / root)``, one
     compiled kernel (see :mod:`.fusion` for what that gains). ``s / root``
     is 1 when eps is inside the sqrt; root is clamped so that a constant
-    filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN. ``w_hat`` (from :func:`restandardize_rows`) is
-    overwritten: it is the result, in the statistics' dtype.
+    filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN. ``w_hat``
+    (from :func:`restandardize_rows`) is overwritten: it is the result, in
+    the statistics' dtype.
     """
     return _standardize_rows_backward(grad_w_hat.to(w_hat.dtype), w_hat,
                                       stats.scale, stats.root, stats.ddof)

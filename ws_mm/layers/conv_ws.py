@@ -17,9 +17,10 @@ computed once and reused until the weight changes (a trainable weight in
 training mode is never cached: it changes every step). The cache is keyed on
 the weight's storage and autograd version counter, so an optimizer step, an
 in-place edit, ``load_state_dict`` and ``.to()`` / ``.half()`` (a new
-storage) all invalidate it. Edits through ``weight.data`` bypass the version counter (as
-they bypass autograd): call ``module.train()`` / ``.eval()`` afterwards, which
-clears the cache, or edit under ``torch.no_grad()`` instead.
+storage) all invalidate it. Edits through ``weight.data`` bypass the version
+counter (as they bypass autograd): call ``module.train()`` / ``.eval()``
+afterwards, which clears the cache, or edit under ``torch.no_grad()``
+instead.
 """
 from typing import List, Optional
 
@@ -187,8 +188,7 @@ class _WSConvMixin:
             # A no-grad forward in training (the first pass of reentrant
             # checkpointing): W changes at the next step, so a cache would
             # only keep a second copy of W alive.
-            with torch.no_grad():
-                return self._standardize(weight)
+            return self._standardize(weight)
         # The cache holds its source weight, which keeps that storage alive:
         # a weight moved by .to() / .half() or replaced cannot have the same
         # data_ptr, and in-place edits bump the version counter.
