@@ -22,28 +22,13 @@ import sys
 import time
 from pathlib import Path
 
+from ws_mm.toolbox.demo_data import (DEMO_CONFIGS, as_cfg_options,
+                                    data_root_options)
+
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
-    'det': dict(
-        config='configs/demo/mask-rcnn_r18_fpn_gn-ws-all_1xb2-500it_demo-coco.py',
-        metrics=('coco/bbox_mAP', 'coco/segm_mAP'),
-        data_options=lambda data: [
-            f'train_dataloader.dataset.data_root={data}/coco/',
-            f'val_dataloader.dataset.data_root={data}/coco/',
-            f'test_dataloader.dataset.data_root={data}/coco/',
-            f'val_evaluator.ann_file={data}/coco/annotations/'
-            'instances_val2017.json',
-            f'test_evaluator.ann_file={data}/coco/annotations/'
-            'instances_val2017.json',
-        ]),
-    'seg': dict(
-        config='configs/demo/deeplabv3_r18-d16_gn-ws-all_1xb2-500it_demo-voc-'
-        '256x256.py',
-        metrics=('mIoU', 'aAcc'),
-        data_options=lambda data: [
-            f'{split}_dataloader.dataset.data_root={data}/VOCdevkit/VOC2012'
-            for split in ('train', 'val', 'test')
-        ]),
+    'det': dict(scope='mmdet', metrics=('coco/bbox_mAP', 'coco/segm_mAP')),
+    'seg': dict(scope='mmseg', metrics=('mIoU', 'aAcc')),
 }
 
 
@@ -78,18 +63,20 @@ def read_json_lines(path: Path):
 
 def train_and_test(task, args, work_dir: Path):
     spec = TASKS[task]
-    options = ['--cfg-options', *spec['data_options'](args.data)]
+    config = DEMO_CONFIGS[spec['scope']]
+    options = ['--cfg-options',
+               *as_cfg_options(data_root_options(spec['scope'], args.data))]
     if args.iters:
         options += [f'train_cfg.max_iters={args.iters}',
                     f'train_cfg.val_interval={args.iters}',
                     f'default_hooks.checkpoint.interval={args.iters}']
     train_dir, test_dir = work_dir / task, work_dir / f'{task}_test'
-    say(f'{task}: training {spec["config"]} on {args.nproc} processes')
-    run(['bash', 'tools/dist_train.sh', spec['config'], str(args.nproc),
+    say(f'{task}: training {config} on {args.nproc} processes')
+    run(['bash', 'tools/dist_train.sh', config, str(args.nproc),
          '--work-dir', str(train_dir), *options])
     checkpoint = Path((train_dir / 'last_checkpoint').read_text().strip())
     say(f'{task}: testing {checkpoint.name} on {args.nproc} processes')
-    run(['bash', 'tools/dist_test.sh', spec['config'], str(checkpoint),
+    run(['bash', 'tools/dist_test.sh', config, str(checkpoint),
          str(args.nproc), '--work-dir', str(test_dir), '--show-dir',
          str(test_dir / 'vis'), *options])
     test_run = newest_run_dir(test_dir)
@@ -122,7 +109,8 @@ def plot_curves(results, out: Path):
                     label=key, linewidth=2 if key == 'loss' else 0.8)
         ax.set_xlabel('iteration')
         ax.set_ylabel('training loss')
-        ax.set_title(Path(TASKS[task]['config']).stem, fontsize=8)
+        ax.set_title(Path(DEMO_CONFIGS[TASKS[task]['scope']]).stem,
+                     fontsize=8)
         ax.legend(fontsize=7, loc='upper right')
         metrics = '\n'.join(f'{k}: {v:.3f}'
                              for k, v in result['metrics'].items())

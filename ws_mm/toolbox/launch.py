@@ -2,9 +2,10 @@
 
 ``tools/train.py`` and ``tools/test.py`` call :func:`run`. It reads the
 config, picks mmdet or mmseg from its ``default_scope``, checks it
-(:mod:`ws_mm.toolbox.checks`) before anything is written, prepares CPU-only
-distributed runs when there is no GPU, and then runs the toolbox's script
-(shipped in its wheel under ``.mim/tools/``) with the arguments unchanged.
+(:func:`prepare`, :mod:`ws_mm.toolbox.checks`) before anything is written,
+starts the process group of CPU-only distributed runs when there is no GPU,
+and then runs the toolbox's script (shipped in its wheel under
+``.mim/tools/``) with the arguments unchanged (:func:`run_script`).
 
 CPU-only distributed runs need two things mmengine does not do by itself: it
 calls ``torch.cuda.set_device`` when it starts the process group, so the
@@ -14,6 +15,7 @@ modules, so ``model_wrapper_cfg.device_ids=None`` is added to the options.
 With a GPU nothing is changed: nccl and the toolbox's normal path.
 """
 import argparse
+import gc
 import importlib
 import os
 import runpy
@@ -21,7 +23,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import List
+from typing import List, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
@@ -55,14 +57,19 @@ def _parse(tool: str, argv: List[str]) -> argparse.Namespace:
     return parser.parse_known_args(argv)[0]
 
 
-def _init_cpu_process_group(launcher: str, cfg: Config) -> None:
-    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout', 1800)
-    if launcher == 'slurm':
+class Plan(NamedTuple):
+    """What :func:`prepare` decided: the toolbox script's ``sys.argv`` and,
+    for a distributed run without GPUs, how to start its gloo group."""
+    argv: List[str]
+    cpu_launcher: Optional[str]  # 'pytorch' or 'slurm'
+    timeout: float               # seconds, the config's dist_cfg.timeout
+
+
+def start_cpu_process_group(plan: Plan) -> None:
+    """Start the gloo group mmengine would start with a CUDA call."""
+    if plan.cpu_launcher == 'slurm':
         _slurm_env_to_torch_env()
-    elif launcher != 'pytorch':
-        raise ConfigError(f'--launcher {launcher} is not supported without '
-                          'GPUs; use pytorch (tools/dist_train.sh) or slurm')
-    dist.init_process_group('gloo', timeout=timedelta(seconds=timeout))
+    dist.init_process_group('gloo', timeout=timedelta(seconds=plan.timeout))
 
 
 def _slurm_env_to_torch_env() -> None:
@@ -92,8 +99,11 @@ def _cpu_ddp_options(cfg: Config) -> List[str]:
     return ['--cfg-options', *options]
 
 
-def prepare(tool: str, argv: List[str]) -> List[str]:
-    """Check the run and return the toolbox script's full ``sys.argv``."""
+def prepare(tool: str, argv: List[str]) -> Plan:
+    """Read and check the run before anything is written or started.
+
+    Raises :class:`ConfigError` with a message that says what to do.
+    """
     args = _parse(tool, argv)
     cfg = Config.fromfile(args.config)  # imports ws_mm via custom_imports
     if args.cfg_options:
@@ -109,11 +119,15 @@ def prepare(tool: str, argv: List[str]) -> List[str]:
         cfg.load_from = args.resume
     check_config(cfg, training=tool == 'train', amp=args.amp)
 
-    extra = []
-    if args.launcher != 'none' and not torch.cuda.is_available():
-        _init_cpu_process_group(args.launcher, cfg)
-        extra = _cpu_ddp_options(cfg)
-    return [str(toolbox_script(scope, tool)), *argv, *extra]
+    argv = [str(toolbox_script(scope, tool)), *argv]
+    if args.launcher == 'none' or torch.cuda.is_available():
+        return Plan(argv, None, 0)
+    if args.launcher not in ('pytorch', 'slurm'):
+        raise ConfigError(f'--launcher {args.launcher} is not supported '
+                          'without GPUs; use pytorch (tools/dist_train.sh) '
+                          'or slurm')
+    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout', 1800)
+    return Plan(argv + _cpu_ddp_options(cfg), args.launcher, timeout)
 
 
 def run(tool: str, argv: List[str]) -> None:
@@ -125,28 +139,38 @@ def run(tool: str, argv: List[str]) -> None:
               "config's default_scope (mmdet or mmseg) with ws_mm loaded; "
               f'tools/{tool}.py CONFIG --help lists its arguments.')
         return
-    if '-h' in argv or '--help' in argv:
-        scope = Config.fromfile(argv[0]).get('default_scope')
-        sys.argv = [str(toolbox_script(scope, tool)), *argv]
-    else:
-        try:
-            sys.argv = prepare(tool, argv)
-        except (ConfigError, FileNotFoundError) as error:
-            if os.environ.get('RANK', '0') == '0':
-                print(f'error: {error}', file=sys.stderr)
-            sys.exit(2)
-    run_script(sys.argv[0])
+    try:
+        if not os.path.isfile(argv[0]):
+            raise ConfigError(f'config file {argv[0]!r} not found')
+        if '-h' in argv or '--help' in argv:
+            scope = Config.fromfile(argv[0]).get('default_scope')
+            plan = Plan([str(toolbox_script(scope, tool)), *argv], None, 0)
+        else:
+            plan = prepare(tool, argv)
+    except (ConfigError, FileNotFoundError) as error:
+        if os.environ.get('RANK', '0') == '0':
+            print(f'error: {error}', file=sys.stderr)
+        sys.exit(2)
+    if plan.cpu_launcher:
+        start_cpu_process_group(plan)
+    sys.argv = plan.argv
+    run_script(plan.argv[0])
 
 
 def run_script(path: str) -> None:
-    """Run a toolbox script as ``__main__``, then destroy the process group.
+    """Run a toolbox script as ``__main__``; then, after a success, end the
+    process group while the interpreter is whole.
 
-    Left to the interpreter's exit, gloo's worker threads can abort the
-    process (SIGABRT, "terminate called without an active exception";
-    pytorch/pytorch#190489), which torchrun reports as a failed run after
-    the work is done. Only after success: after an error, other ranks may
-    still wait in a collective.
+    gloo's worker threads live as long as the C++ process group, and the
+    toolbox's runner keeps it, through its DDP wrapper, in reference cycles
+    that only the garbage collector frees: destroying the group in Python
+    leaves the threads running, and the interpreter's exit could then abort
+    the finished process (SIGABRT, "terminate called without an active
+    exception"), which torchrun reports as a failed run. Collecting the
+    cycles after the destruction joins the threads here. Only after a
+    success: after an error, other ranks may still wait in a collective.
     """
     runpy.run_path(path, run_name='__main__')
     if dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
