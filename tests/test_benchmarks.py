@@ -4,20 +4,20 @@ No timing is asserted (the machines are noisy); this only keeps the script
 that produces the documented figures working.
 """
 import re
-import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
 
 
-def test_layer_tables(tmp_path):
+@pytest.mark.e2e
+def test_layer_tables(tmp_path, run_tool):
     out = tmp_path / 'tables.md'
-    subprocess.run([
+    proc = run_tool([
         sys.executable, 'tools/benchmark_speed.py', '--only', 'conv',
         'kernel', 'norm',
         '--rounds', '2', '--min-seconds', '0.001', '--out', str(out)
-    ], cwd=ROOT, check=True, capture_output=True)
+    ])
+    assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in out.read_text().splitlines()
             if re.match(r'\| \d', line)]
     # 5 conv shapes in train and eval, their weights' kernels forward and
@@ -39,10 +39,8 @@ def test_layer_tables(tmp_path):
         assert cells[-1].endswith(' ms')
 
 
-def test_ws_share_finds_ws_work_and_only_it():
-    sys.path.insert(0, str(ROOT / 'tools'))
+def test_ws_share_finds_ws_work_and_only_it(load_tool):
     import torch
-    from benchmark_speed import ws_share
     from mmengine.model import BaseModel
 
     from ws_mm.layers import ConvWS2d
@@ -56,6 +54,7 @@ def test_ws_share_finds_ws_work_and_only_it():
         def forward(self, inputs, mode):
             return dict(loss=self.norm(self.conv(inputs)).square().mean())
 
+    ws_share = load_tool('benchmark_speed').ws_share
     data = dict(inputs=torch.randn(2, 8, 32, 32))
     assert 0 < ws_share(Tiny(ConvWS2d), data) < 1
     assert ws_share(Tiny(torch.nn.Conv2d), data) == 0

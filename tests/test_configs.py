@@ -230,21 +230,13 @@ def test_demo_is_small_and_local(path):
         assert cfg.model.decode_head.num_classes == 21
 
 
-def test_demo_classes_match_the_generator():
+def test_demo_classes_match_the_generator(load_tool):
     """The demo detection config names the generator's COCO categories."""
-    tool = ROOT / 'tools' / 'make_demo_data.py'
-    if not tool.exists():
-        pytest.skip('tools/make_demo_data.py is not there yet')
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('make_demo_data', tool)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, 'COCO_CLASSES'):
-        pytest.skip('tools/make_demo_data.py defines no COCO_CLASSES')
-    for path in CONFIGS:
-        cfg = load(path)
-        if path.parent.name == 'demo' and toolbox(cfg) == 'mmdet':
-            assert tuple(cfg.classes) == tuple(module.COCO_CLASSES), path
+    classes = load_tool('make_demo_data').COCO_CLASSES
+    det_demos = [p for p in DEMOS if toolbox(load(p)) == 'mmdet']
+    assert det_demos
+    for path in det_demos:
+        assert tuple(load(path).classes) == tuple(classes), path
 
 
 # --------------------------------------------------------------------------
@@ -418,7 +410,10 @@ def seg_batch(size):
     return dict(inputs=inputs, data_samples=samples)
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=IDS)
+@pytest.mark.parametrize('path', [
+    pytest.param(p, marks=[] if p in DEMOS else pytest.mark.slow)
+    for p in CONFIGS
+], ids=IDS)
 def test_build_and_train_one_step(path):
     cfg = load(path)
     tb = toolbox(cfg)

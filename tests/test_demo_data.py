@@ -1,8 +1,10 @@
 """tools/make_demo_data.py writes COCO and VOC data that the toolboxes' own
-dataset classes and metrics read unchanged."""
-import importlib.util
+dataset classes and metrics read unchanged.
+
+Most tests read the run's shared demo data (conftest.py's ``demo_data``); the
+tests of determinism and of the command line write their own.
+"""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,38 +15,34 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-ROOT = Path(__file__).resolve().parents[1]
-SEED, SIZE, NUM = 3, 160, dict(train=12, val=6)
-ARGS = ['--seed', str(SEED), '--size', str(SIZE), '--num-train',
-        str(NUM['train']), '--num-val', str(NUM['val'])]
 
-
-def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'make_demo_data', ROOT / 'tools' / 'make_demo_data.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = load_tool()
+@pytest.fixture(scope='module')
+def tool(load_tool):
+    return load_tool('make_demo_data')
 
 
 @pytest.fixture(scope='module')
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp('demo')
-    tool.main(ARGS + ['--out', str(out)])
-    return out
+def demo(demo_data):
+    return demo_data.root
 
 
 @pytest.fixture(scope='module')
-def photos():
+def photos(tool):
     return tool.load_photos()
 
 
-def scene(photos, split, image_id):
-    index = image_id - 1 - (tool.VAL_ID_OFFSET if split == 'val' else 0)
-    return tool.make_scene(SEED, split, index, SIZE, photos)
+@pytest.fixture(scope='module')
+def scene(tool, photos, demo_data):
+    """(image, labels, masks) of the scene behind an image of the data."""
+    def scene(split, image_id):
+        index = image_id - 1 - (tool.VAL_ID_OFFSET if split == 'val' else 0)
+        return tool.make_scene(demo_data.seed, split, index, demo_data.size,
+                               photos)
+    return scene
+
+
+def num(data, split):
+    return data.num_train if split == 'train' else data.num_val
 
 
 def painted(labels, masks, shape):
@@ -78,17 +76,17 @@ def iou(a, b):
 
 @pytest.mark.parametrize('split', ['train', 'val'])
 def test_coco_loads_with_pycocotools_and_matches_the_scenes(
-        demo, photos, split):
+        tool, demo_data, demo, scene, split):
     coco = COCO(str(coco_json(demo, split)))
-    assert len(coco.imgs) == NUM[split]
+    assert len(coco.imgs) == num(demo_data, split)
     assert {c['id']: c['name'] for c in coco.cats.values()} == dict(
         enumerate(tool.COCO_CLASSES, 1))
     occluded = 0
     for img_id, info in coco.imgs.items():
         path = demo / 'coco' / f'{split}2017' / info['file_name']
         assert Image.open(path).size == (info['width'], info['height'])
-        assert max(info['width'], info['height']) == SIZE
-        image, labels, masks = scene(photos, split, img_id)
+        assert max(info['width'], info['height']) == demo_data.size
+        image, labels, masks = scene(split, img_id)
         # The JPEG is that scene (up to compression, which smooths noise).
         assert np.abs(np.asarray(Image.open(path))[..., ::-1] -
                       image.astype(float)).mean() < 8
@@ -115,11 +113,11 @@ def test_coco_loads_with_pycocotools_and_matches_the_scenes(
         clear = sum(v.sum() > 0.3 * m.sum() and v.sum() > 50
                     for v, m in zip(visible, masks))
         assert clear <= len(anns) <= len(masks)
-    assert len(coco.anns) > NUM[split]  # several objects per image
+    assert len(coco.anns) > num(demo_data, split)  # several per image
     assert occluded > 0  # so the visible-part checks above mean something
 
 
-def test_coco_drops_almost_fully_occluded_instances():
+def test_coco_drops_almost_fully_occluded_instances(tool):
     mask = np.zeros((40, 40), bool)
     mask[5:35, 5:35] = True
     visible = mask.copy()
@@ -136,7 +134,7 @@ def test_coco_drops_almost_fully_occluded_instances():
     np.testing.assert_array_equal(mask_utils.decode(rle), visible)
 
 
-def test_mmdet_coco_dataset_reads_it(demo):
+def test_mmdet_coco_dataset_reads_it(tool, demo_data, demo):
     from mmcv.transforms import LoadImageFromFile
     from mmdet.datasets import CocoDataset
     from mmdet.datasets.transforms import LoadAnnotations
@@ -151,7 +149,7 @@ def test_mmdet_coco_dataset_reads_it(demo):
                   dict(type=LoadAnnotations, with_bbox=True, with_mask=True,
                        poly2mask=False)],
         test_mode=False)
-    assert len(dataset) == NUM['train']
+    assert len(dataset) == demo_data.num_train
     infos = [dataset.get_data_info(i) for i in range(len(dataset))]
     assert sum(len(i['instances']) for i in infos) == len(raw['annotations'])
     sample = dataset[0]
@@ -180,7 +178,7 @@ def gt_as_predictions(coco, img_id):
             masks=torch.from_numpy(masks)))
 
 
-def test_ground_truth_scores_ap_1_in_mmdet_coco_metric(demo):
+def test_ground_truth_scores_ap_1_in_mmdet_coco_metric(tool, demo):
     from mmdet.evaluation import CocoMetric
 
     ann_file = str(coco_json(demo, 'val'))
@@ -204,12 +202,13 @@ def test_ground_truth_scores_ap_1_in_mmdet_coco_metric(demo):
 
 
 @pytest.mark.parametrize('split', ['train', 'val'])
-def test_voc_maps_are_palette_pngs_of_the_drawn_classes(demo, photos, split):
+def test_voc_maps_are_palette_pngs_of_the_drawn_classes(tool, demo_data, demo,
+                                                         scene, split):
     from mmseg.datasets import PascalVOCDataset
 
     assert tool.VOC_CLASSES == PascalVOCDataset.METAINFO['classes'][:6]
     names = voc_names(demo, split)
-    assert len(names) == NUM[split]
+    assert len(names) == num(demo_data, split)
     voc_palette = np.array(PascalVOCDataset.METAINFO['palette'], np.uint8)
     for name in names:
         png = voc_png(demo, name)
@@ -218,7 +217,7 @@ def test_voc_maps_are_palette_pngs_of_the_drawn_classes(demo, photos, split):
         np.testing.assert_array_equal(palette[:21], voc_palette)
         assert palette[255].tolist() == [224, 224, 192]  # VOC's void colour
         seg = np.asarray(png)
-        image, labels, masks = scene(photos, split, int(name))
+        image, labels, masks = scene(split, int(name))
         truth = painted(labels, masks, image.shape[:2])
         # A pixel is on a boundary if one of its 8 neighbours differs.
         padded = np.pad(truth, 1, mode='edge')
@@ -233,7 +232,7 @@ def test_voc_maps_are_palette_pngs_of_the_drawn_classes(demo, photos, split):
         assert set(np.unique(seg)) - {255} <= {0, *labels}
 
 
-def test_mmseg_voc_dataset_reads_it(demo):
+def test_mmseg_voc_dataset_reads_it(demo_data, demo):
     from mmcv.transforms import LoadImageFromFile
     from mmseg.datasets import PascalVOCDataset
     from mmseg.datasets.transforms import LoadAnnotations
@@ -247,7 +246,7 @@ def test_mmseg_voc_dataset_reads_it(demo):
             ann_file=f'ImageSets/Segmentation/{split}.txt',
             pipeline=[dict(type=LoadImageFromFile),
                       dict(type=LoadAnnotations)])
-        assert len(dataset) == NUM[split]
+        assert len(dataset) == num(demo_data, split)
     sample = dataset[0]
     name = Path(sample['img_path']).stem
     np.testing.assert_array_equal(sample['gt_seg_map'],
@@ -258,7 +257,7 @@ def test_mmseg_voc_dataset_reads_it(demo):
         demo / 'coco' / 'val2017' / f'{name}.jpg').read_bytes()
 
 
-def test_ground_truth_scores_miou_100_in_mmseg_iou_metric(demo, photos):
+def test_ground_truth_scores_miou_100_in_mmseg_iou_metric(demo, scene):
     from mmseg.datasets import PascalVOCDataset
     from mmseg.evaluation import IoUMetric
 
@@ -268,7 +267,7 @@ def test_ground_truth_scores_miou_100_in_mmseg_iou_metric(demo, photos):
     for name in voc_names(demo, 'val'):
         gt = np.asarray(voc_png(demo, name)).astype(np.int64)
         # Predict the truth without void: void pixels must be ignored.
-        pred = painted(*scene(photos, 'val', int(name))[1:], gt.shape)
+        pred = painted(*scene('val', int(name))[1:], gt.shape)
         samples.append(dict(
             pred_sem_seg=dict(data=torch.from_numpy(pred[None]).long()),
             gt_sem_seg=dict(data=torch.from_numpy(gt[None]))))
@@ -290,40 +289,47 @@ def files(root):
             for p in sorted(root.rglob('*')) if p.is_file()}
 
 
-def test_same_seed_same_bytes_other_seed_other_data(demo, tmp_path):
-    tool.main(ARGS + ['--out', str(tmp_path / 'same')])
+def test_same_seed_same_bytes_other_seed_other_data(tool, demo_data, demo,
+                                                   tmp_path):
+    tool.main(demo_data.args + ['--out', str(tmp_path / 'same')])
     assert files(tmp_path / 'same') == files(demo)
-    tool.main(ARGS + ['--out', str(tmp_path / 'other'), '--seed', '4',
-                      '--only', 'coco'])
+    tool.main(demo_data.args + ['--out', str(tmp_path / 'other'), '--seed',
+                                str(demo_data.seed + 1), '--only', 'coco'])
     assert not (tmp_path / 'other' / 'VOCdevkit').exists()
     for split in ('train', 'val'):
         assert (coco_json(tmp_path / 'other', split).read_bytes() !=
                 coco_json(demo, split).read_bytes())
 
 
-def test_cli_skips_when_up_to_date_and_rewrites_when_args_change(tmp_path):
+@pytest.mark.e2e
+def test_cli_skips_when_up_to_date_and_rewrites_when_args_change(
+        tool, tmp_path, run_tool):
     out = tmp_path / 'demo'
     small = ['--num-train', '2', '--num-val', '1', '--size', '96']
 
     def run(*extra):
-        return subprocess.run(
-            [sys.executable, str(ROOT / 'tools' / 'make_demo_data.py'),
-             '--out', str(out), *small, *extra],
-            capture_output=True, text=True, check=True).stdout
+        proc = run_tool([sys.executable, 'tools/make_demo_data.py', '--out',
+                         str(out), *small, *extra], timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
 
     assert run().startswith('wrote 2 train + 1 val images')
-    stamp = out / 'coco' / tool.STAMP
-    mtime = stamp.stat().st_mtime_ns
+    # A file of ours in the folder tells a skip from a rewrite (which
+    # starts from an empty folder); file times could not, as two writes
+    # can fall in the same tick of the file system's clock.
+    stamp, mark = out / 'coco' / tool.STAMP, out / 'coco' / 'mark'
+    stamped = stamp.read_text()
+    mark.touch()
     assert 'up to date' in run()
-    assert stamp.stat().st_mtime_ns == mtime
+    assert mark.exists() and stamp.read_text() == stamped
     # Fewer images: the stale ones go, the splits list only the new ones.
     run('--num-train', '1')
+    assert not mark.exists() and stamp.read_text() != stamped
     assert len(list((out / 'coco' / 'train2017').iterdir())) == 1
     assert len(voc_names(out, 'trainval')) == 2
-    assert stamp.stat().st_mtime_ns != mtime
 
 
-def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
+def test_refuses_to_replace_a_folder_it_did_not_write(tool, tmp_path):
     (tmp_path / 'coco').mkdir()
     (tmp_path / 'coco' / 'mine.txt').write_text('keep me')
     with pytest.raises(SystemExit, match='not written by this tool'):

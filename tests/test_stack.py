@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
@@ -21,8 +22,10 @@ def test_mmcv_compiled_ops_run():
     rois = torch.tensor([[0., 0., 0., 4., 4.]])
     out = roi_align(feat, rois, (2, 2), 1.0, 2, 'avg', True)
     assert out.shape == (1, 1, 2, 2)
-    # The mean over the whole map equals the mean of the 4 pooled bins.
-    torch.testing.assert_close(out.mean(), feat.mean())
+    # The mean over the whole map equals the mean of the 4 pooled bins, up
+    # to float32 rounding of the 16 bilinear samples of values <= 15 each.
+    torch.testing.assert_close(out.mean(), feat.mean(), rtol=0,
+                               atol=16 * torch.finfo(torch.float32).eps * 15)
 
 
 def build_from_toolbox_config(path, scope):
@@ -55,16 +58,20 @@ def test_import_ws_mm_is_cheap_and_quiet():
             'heavy = [m for m in ("mmdet", "mmseg", "mmcv.ops") '
             'if m in sys.modules]; print(heavy)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, check=True)
+                         text=True, check=True, timeout=120)
     assert out.stdout.strip() == '[]', out.stdout
     assert out.stderr == ''
 
 
+@pytest.mark.e2e
 def test_setup_is_idempotent():
     """A second run decides that everything is there and installs nothing."""
     freeze = [sys.executable, '-m', 'pip', 'freeze', '--all']
-    before = subprocess.run(freeze, capture_output=True, text=True).stdout
-    env = dict(os.environ, PYTHON=os.environ.get('PYTHON', 'python3'))
+    before = subprocess.run(freeze, capture_output=True, text=True,
+                            timeout=120).stdout
+    # The interpreter running the tests is the 3.11 the script asks for;
+    # python3 on PATH need not be.
+    env = dict(os.environ, PYTHON=sys.executable)
     run = subprocess.run(['bash', str(ROOT / 'tools/setup_env.sh')],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
@@ -74,5 +81,6 @@ def test_setup_is_idempotent():
     acted = [d for d in decisions
              if not d.startswith(('[setup] have', '[setup] environment ready'))]
     assert acted == [], acted
-    after = subprocess.run(freeze, capture_output=True, text=True).stdout
+    after = subprocess.run(freeze, capture_output=True, text=True,
+                           timeout=120).stdout
     assert after == before

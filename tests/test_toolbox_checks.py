@@ -1,6 +1,5 @@
 """Config checks and safe checkpoint loading (ws_mm.toolbox)."""
 import collections
-import socket
 
 import pytest
 import torch
@@ -69,14 +68,9 @@ def test_missing_dataset_folder_and_annotation(tmp_path):
     check_datasets(cfg)
 
 
-def closed_loopback_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]  # closed again when the block ends
-
-
-def test_unreachable_pretrained_weights_stop_with_one_line(tmp_path):
-    url = f'http://127.0.0.1:{closed_loopback_port()}/resnet50_gn_ws.pth'
+def test_unreachable_pretrained_weights_stop_with_one_line(tmp_path,
+                                                           refused_port):
+    url = f'http://127.0.0.1:{refused_port}/resnet50_gn_ws.pth'
     cfg = model_cfg(init_cfg=dict(type='Pretrained', checkpoint=url))
     with pytest.raises(ConfigError) as error:
         check_checkpoints(cfg)
@@ -133,6 +127,7 @@ def test_runner_checkpoints_load_through_mmengine(runner_checkpoint):
 
 
 def test_foreign_pickles_are_refused_unless_opted_in(tmp_path, monkeypatch):
+    # (conftest.py unsets UNSAFE_LOAD_ENV before every test)
     path = tmp_path / 'foreign.pth'
     torch.save({'state_dict': {}, 'extra': collections.deque([1])}, path)
     with pytest.raises(UnsafeCheckpointError,
