@@ -5,9 +5,6 @@ The authors' ResNet is rebuilt here the way their code builds it
 the 3x3, every module behind DataParallel's ``module.``), so the test checks
 names AND numbers: after conversion mmdet's ResNet computes the same features.
 """
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from mmdet.models.backbones import ResNet
@@ -15,11 +12,10 @@ from torch import nn
 
 from ws_mm.layers import BatchChannelNorm, ConvWS2d
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location(
-    'convert_pretrained', ROOT / 'tools' / 'convert_pretrained.py')
-convert_pretrained = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(convert_pretrained)
+
+@pytest.fixture(scope='module')
+def convert_pretrained(load_tool):
+    return load_tool('convert_pretrained')
 
 
 def authors_norm(kind, channels):
@@ -99,7 +95,7 @@ def randomize(model):
 
 @pytest.mark.parametrize('kind,variant', [('bcn', 'B'), ('gn', 'A')])
 def test_converted_checkpoint_reproduces_the_authors_features(
-        tmp_path, kind, variant):
+        tmp_path, convert_pretrained, kind, variant):
     authors = AuthorsResNet50(kind, variant)
     randomize(authors)
     authors.eval()
@@ -119,13 +115,19 @@ def test_converted_checkpoint_reproduces_the_authors_features(
                       norm_cfg=norm_cfg, norm_eval=False, init_cfg=None)
     backbone.load_state_dict(torch.load(dst)['state_dict'], strict=True)
     backbone.eval()
-    x = torch.randn(1, 3, 64, 64)
+    # float64 (the float32 values upcast exactly): the same computation on
+    # the same numbers, so a tolerance far below any misplaced tensor's
+    # effect and far above float64 rounding.
+    authors.double()
+    backbone.double()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         for ours, theirs in zip(backbone(x), authors.features(x)):
-            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
-def test_keys_that_cannot_be_placed_are_reported(tmp_path, capsys):
+def test_keys_that_cannot_be_placed_are_reported(tmp_path, capsys,
+                                                 convert_pretrained):
     authors = AuthorsResNet50('gn', 'A')
     state = {f'module.{k}': v for k, v in authors.state_dict().items()}
     state['module.layer1.0.bn1.estbn_moving_speed'] = torch.zeros(1)
