@@ -30,7 +30,7 @@ def test_reduced_demo_run(tmp_path, demo_data, run_tool):
     assert 0.0 <= summary['det']['coco/segm_mAP'] <= 1.0
     assert 0.0 <= summary['seg']['mIoU'] <= 100.0
     for task, metric in (('det', 'coco/bbox_mAP'), ('seg', 'mIoU')):
-        metric_files = list((work / f'{task}_test').glob('*/*.json'))
+        metric_files = list((work / f'{task}_test').glob('*/*.log'))
         assert any(metric in f.read_text() for f in metric_files)
         pictures = [p for p in (work / f'{task}_test' / 'vis').rglob('*')
                     if p.suffix in ('.png', '.jpg')]

@@ -16,6 +16,7 @@ The toolboxes' own logs stream to the terminal, so progress is visible.
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -61,6 +62,15 @@ def read_json_lines(path: Path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def logged_test_metrics(log: Path):
+    """The metrics a toolbox test run logged, from rank 0's log. Not from
+    <timestamp>.json: mmengine's LoggerHook.after_test_epoch writes that file
+    from every rank at once, which can leave it corrupt."""
+    line = [line for line in log.read_text().splitlines()
+            if 'Iter(test)' in line][-1]
+    return {k: float(v) for k, v in re.findall(r'(\S+): (-?\d+\.\d+)', line)}
+
+
 def train_and_test(task, args, work_dir: Path):
     spec = TASKS[task]
     config = DEMO_CONFIGS[spec['scope']]
@@ -80,16 +90,15 @@ def train_and_test(task, args, work_dir: Path):
          str(args.nproc), '--work-dir', str(test_dir), '--show-dir',
          str(test_dir / 'vis'), *options])
     test_run = newest_run_dir(test_dir)
-    metrics_json = test_run / f'{test_run.name}.json'
-    metrics = next(r for r in read_json_lines(metrics_json)
-                   if spec['metrics'][0] in r)
+    test_log = test_run / f'{test_run.name}.log'
+    metrics = logged_test_metrics(test_log)
     pictures = sorted(p for p in (test_dir / 'vis').rglob('*')
                       if p.suffix in ('.png', '.jpg'))
     train_run = newest_run_dir(train_dir)
     return dict(checkpoint=checkpoint,
                 train_scalars=read_json_lines(train_run / 'vis_data' /
                                               'scalars.json'),
-                metrics_json=metrics_json,
+                test_log=test_log,
                 metrics={k: metrics[k] for k in spec['metrics']},
                 pictures=pictures)
 
@@ -159,8 +168,7 @@ def main(argv=None):
                             result['metrics'].items())
         lines += [f'{task}: {metrics}',
                   f'  checkpoint: {os.path.relpath(result["checkpoint"])}',
-                  f'  metrics: {os.path.relpath(result["metrics_json"])} '
-                  '(logs beside it)',
+                  f'  metrics: {os.path.relpath(result["test_log"])}',
                   f'  predictions drawn: {len(result["pictures"])} pictures '
                   f'under {os.path.relpath(work_dir / f"{task}_test/vis")}']
     lines += [f'curves: {os.path.relpath(curves)}',
