@@ -98,6 +98,7 @@ def test_coco_loads_with_pycocotools_and_matches_the_scenes(
             assert all(len(p) >= 6 and len(p) % 2 == 0
                        for p in ann['segmentation'])
             mask = coco.annToMask(ann).astype(bool)
+            assert ann['area'] == mask.sum()  # as COCO's: pixels
             ys, xs = np.nonzero(mask)
             x, y, w, h = ann['bbox']
             assert w >= 1 and h >= 1
@@ -127,9 +128,9 @@ def test_coco_drops_almost_fully_occluded_instances(tool):
     visible[25:] = False
     ann = tool.coco_annotation(visible, mask)
     assert ann['bbox'] == [5.0, 5.0, 30.0, 20.0]
-    # Vertices sit a quarter pixel inside the pixel edges ...
-    assert ann['area'] == 29.5 * 19.5
-    # ... so that COCO's rasterization gives back exactly these pixels.
+    assert ann['area'] == 30 * 20  # COCO's area: the pixel count
+    # Vertices sit a quarter pixel inside the pixel edges, so that COCO's
+    # rasterization gives back exactly these pixels.
     rle = mask_utils.merge(mask_utils.frPyObjects(ann['segmentation'], 40, 40))
     np.testing.assert_array_equal(mask_utils.decode(rle), visible)
 

@@ -110,3 +110,22 @@ def test_fold_tool_writes_a_config_and_checkpoint_without_ws(tmp_path,
     # float32 error against float64. A wrong layer or weight is O(1) off.
     atol = 4 * (ours.double() - exact).abs().max().item()
     torch.testing.assert_close(folded_out, ours, rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize('ws_type', ['ConvWS', *(c.__name__ for c in WS_CONVS)])
+def test_folded_config_builds_the_plain_conv_of_each_ws_type(ws_type):
+    from mmcv.cnn import build_conv_layer
+
+    from ws_mm.toolbox.switch import fold_conv_cfgs
+    cfg = dict(model=dict(backbone=dict(conv_cfg=dict(
+        type=ws_type, variant='B', eps=1e-3)), stages=[dict(conv_cfg=None)]))
+    folded = fold_conv_cfgs(cfg)
+    conv_cfg = folded['model']['backbone']['conv_cfg']
+    assert set(conv_cfg) == {'type'}  # WS's arguments dropped
+    assert folded['model']['stages'] == [dict(conv_cfg=None)]
+    ws = build_conv_layer(cfg['model']['backbone']['conv_cfg'], 4, 4, 3)
+    plain = build_conv_layer(conv_cfg, 4, 4, 3)
+    # mmcv registers its wrappers (empty-input safe) under some plain names
+    assert isinstance(plain, type(ws).plain) and not isinstance(plain, WS_CONVS)
+    assert plain.state_dict().keys() == ws.state_dict().keys()
+    assert cfg['model']['backbone']['conv_cfg']['type'] == ws_type  # a copy

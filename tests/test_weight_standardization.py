@@ -277,7 +277,7 @@ def test_a_failing_compiler_falls_back_to_the_same_function(monkeypatch):
 
     monkeypatch.setattr(torch, 'compile', broken_compile)
 
-    @fused
+    @fused(min_cpu_numel=0)
     def double(x):
         return x * 2
 
@@ -285,3 +285,36 @@ def test_a_failing_compiler_falls_back_to_the_same_function(monkeypatch):
     with pytest.warns(RuntimeWarning, match='no C.. compiler found.*eagerly'):
         assert double(x).tolist() == [0., 2., 4.]
     assert double(x).tolist() == [0., 2., 4.]  # no second warning, no retry
+
+
+@pytest.mark.parametrize('mode,small,large', [('auto', False, True),
+                                              ('always', True, True),
+                                              ('never', False, False)])
+def test_compile_mode_chooses_by_size_on_cpu(monkeypatch, mode, small, large):
+    """'auto' compiles only where compiling measured faster: large weights."""
+    from ws_mm.functional import fusion
+    compiled = []
+    real_compile = torch.compile
+
+    def spy(fn, **kwargs):
+        compiled.append(fn.__name__)
+        return real_compile(fn, **kwargs)
+
+    monkeypatch.setattr(torch, 'compile', spy)
+    monkeypatch.setattr(fusion, '_mode', None)
+    fusion.set_compile(mode)
+
+    @fusion.fused(min_cpu_numel=100)
+    def double(x):
+        return x * 2
+
+    assert double(torch.ones(99)).sum() == 198
+    assert bool(compiled) == small
+    assert double(torch.ones(100)).sum() == 200
+    assert bool(compiled) == large
+
+
+def test_set_compile_refuses_unknown_modes():
+    from ws_mm.functional import set_compile
+    with pytest.raises(ValueError, match="'auto', 'always' or 'never'"):
+        set_compile('yes')

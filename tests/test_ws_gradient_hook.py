@@ -114,5 +114,5 @@ def test_hook_logs_every_interval_and_matches_autograd(tmp_path):
     assert log.count('WS ||dL/dW|| / ||dL/dW_hat|| over 2 layers') == 2
     # Nothing observes the gradients between logging iterations.
     for conv in (runner.model.conv1, runner.model.conv2):
-        assert conv.w_hat_grad_hook is None
+        assert not conv._w_hat_grad_hooks
         assert not conv.weight._backward_hooks

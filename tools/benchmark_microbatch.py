@@ -26,9 +26,11 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from ws_mm.toolbox.demo_data import DEMO_CONFIGS, data_root_options
+from ws_mm.toolbox.switch import switch_layers
+
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ('configs/demo/deeplabv3_r18-d16_gn-ws-all_1xb2-500it_demo-voc-'
-          '256x256.py')
+CONFIG = DEMO_CONFIGS['mmseg']
 BASE_LR, BASE_BATCH = 0.01, 2
 GN = dict(type='GN', num_groups=32, requires_grad=True)
 # name: (conv_cfg, norm_cfg, images per process)
@@ -44,17 +46,15 @@ RUNS = {
 }
 
 
-def run_config(name, seed, images, data, work_dir: Path) -> Path:
-    """Write the config of one run and return its path."""
-    from ws_mm.toolbox.switch import switch_layers
-    conv_cfg, norm_cfg, batch = RUNS[name]
+def run_config(name, layers, seed, images, data, work_dir: Path) -> Path:
+    """Write the config of one run, ``layers`` = (conv_cfg, norm_cfg,
+    images per process), and return its path."""
+    conv_cfg, norm_cfg, batch = layers
     cfg = Config.fromfile(ROOT / CONFIG)
     cfg.model = switch_layers(cfg.model, conv_cfg, norm_cfg)
+    cfg.merge_from_dict(data_root_options('mmseg', data))
     iters = images // batch
     cfg.train_dataloader.batch_size = batch
-    for split in ('train', 'val', 'test'):
-        cfg[f'{split}_dataloader'].dataset.data_root = (
-            f'{data}/VOCdevkit/VOC2012')
     cfg.train_cfg.max_iters = iters
     cfg.train_cfg.val_interval = iters
     cfg.param_scheduler[0].end = iters
@@ -120,11 +120,11 @@ def main(argv=None):
     if args.bcn_momentum:
         command += ' --bcn-momentum ' + ' '.join(
             f'{m:g}' for m in args.bcn_momentum)
+    runs = {name: RUNS[name] for name in args.runs}
     for momentum in args.bcn_momentum:
-        name = f'BCN+WS m{momentum:g}, 1 img'
-        RUNS[name] = (RUNS['BCN+WS, 1 img'][0],
-                      dict(RUNS['BCN+WS, 1 img'][1], momentum=momentum), 1)
-        args.runs.append(name)
+        conv_cfg, norm_cfg, _ = RUNS['BCN+WS, 1 img']
+        runs[f'BCN+WS m{momentum:g}, 1 img'] = (
+            conv_cfg, dict(norm_cfg, momentum=momentum), 1)
     work_dir = Path(args.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     data = str(Path(args.data).resolve())
@@ -132,9 +132,10 @@ def main(argv=None):
                    cwd=ROOT, check=True)
 
     results, failures, start = {}, {}, time.time()
-    for name in args.runs:
+    for name, layers in runs.items():
         for seed in args.seeds:
-            config = run_config(name, seed, args.images, data, work_dir)
+            config = run_config(name, layers, seed, args.images, data,
+                                work_dir)
             run_dir = work_dir / config.stem
             if final_miou(run_dir) is None:  # else: finished earlier, reused
                 print(f'[microbatch] {name}, seed {seed}: {config.name} '
@@ -158,7 +159,7 @@ def main(argv=None):
         '| normalization, images per process | val mIoU (%), mean | '
         'spread (min-max) | seeds |', '|---|---|---|---|'
     ]
-    for name in args.runs:
+    for name in runs:
         values = results.get(name)
         if values:
             lines.append(f'| {name} | {statistics.mean(values):.2f} | '

@@ -12,8 +12,8 @@ Absolute times (the baseline's median) are printed for reference only.
     python tools/benchmark_speed.py --out docs/speed_tables.md
 
 Tables: ``conv``, WS conv vs plain conv vs mmcv's ConvWS2d at the conv shapes
-of Mask R-CNN R-50-FPN on one 800x1333 image; ``kernel``, WS's forward and
-backward kernels at those weights, eager vs compiled; ``norm``, BCN vs GN vs BN;
+of Mask R-CNN R-50-FPN on one 800x1333 image; ``kernel``, WS's own work at those
+weights with its kernels eager, compiled and as chosen by default; ``norm``, BCN vs GN vs BN;
 ``model``, one training iteration and inference of Mask R-CNN R-50-FPN and
 DeepLabV3 R-50-D8 with GN+WS vs GN vs BN (inference: WS cached or folded),
 time and peak memory (each variant measured in a fresh process, as the growth
@@ -39,13 +39,14 @@ from ws_mm.layers import BatchChannelNorm, ConvWS2d
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# (in, out, kernel, height, width)
+# (batch, in, out, kernel, height, width): ResNet-50 stages on one image,
+# and the mask head's convs on 8 RoIs.
 CONV_SHAPES = [
-    (256, 256, 3, 50, 84),
-    (512, 512, 3, 25, 42),
-    (1024, 256, 1, 50, 84),
-    (2048, 512, 1, 25, 42),
-    (256, 256, 3, 14, 14),
+    (1, 256, 256, 3, 50, 84),
+    (1, 512, 512, 3, 25, 42),
+    (1, 1024, 256, 1, 50, 84),
+    (1, 2048, 512, 1, 25, 42),
+    (8, 256, 256, 3, 14, 14),
 ]
 # (batch, channels, height, width)
 NORM_SHAPES = [(2, 256, 50, 84), (2, 1024, 25, 42), (1, 256, 14, 14)]
@@ -91,54 +92,46 @@ def time_side_by_side(steps, rounds, min_seconds):
 
 def conv_tables(rounds, min_seconds):
     rows = []
-    for cin, cout, k, h, w in CONV_SHAPES:
+    for n, cin, cout, k, h, w in CONV_SHAPES:
         torch.manual_seed(0)
         plain = nn.Conv2d(cin, cout, k, padding=k // 2)
         mmcv_ws = MMCVConvWS2d(cin, cout, k, padding=k // 2)
         ours = ConvWS2d(cin, cout, k, padding=k // 2)
         for layer in (mmcv_ws, ours):
             layer.load_state_dict(plain.state_dict())
-        x = torch.randn(1, cin, h, w, requires_grad=True)
+        x = torch.randn(n, cin, h, w, requires_grad=True)
         layers = {'conv': plain, 'mmcv ConvWS2d': mmcv_ws, 'ws_mm ConvWS2d': ours}
         for mode, make in (('train', train_step), ('eval', eval_step)):
             for layer in layers.values():
                 layer.train(mode == 'train')
             t = time_side_by_side({n: make(m, x) for n, m in layers.items()},
                                   rounds, min_seconds)
-            rows.append((f'{cin}->{cout} {k}x{k} on {h}x{w}', mode, t))
+            rows.append((f'{cin}->{cout} {k}x{k} on {n}x{h}x{w}', mode, t))
     return rows
 
 
 def kernel_tables(rounds, min_seconds):
-    """WS's row kernels alone, eager vs compiled by TorchInductor, at the
-    weights of CONV_SHAPES: why only the backward is compiled. The backward
-    is the closed-form gradient a WS conv's backward runs (on W_hat
-    recomputed from the saved statistics, which is timed with it)."""
-    from ws_mm.functional.weight_standardization import (
-        WS_VARIANTS, _standardize_rows_backward, restandardize_rows,
-        standardize_rows)
-    compiled_forward = torch.compile(standardize_rows, dynamic=True)
-    spec = WS_VARIANTS['A']
+    """WS's own work alone (standardization, its closed-form backward with
+    W_hat recomputed), at the weights of CONV_SHAPES, with the fused kernels
+    run eagerly, compiled, and as the default ('auto') chooses."""
+    from ws_mm.functional import set_compile, weight_standardization
     rows = []
-    for cin, cout, k, _, _ in CONV_SHAPES:
+    for _, cin, cout, k, _, _ in CONV_SHAPES:
         torch.manual_seed(0)
-        w = torch.randn(cout, cin * k * k) * 0.02
+        w = (torch.randn(cout, cin, k, k) * 0.02).requires_grad_()
         grad = torch.randn_like(w)
-        _, stats = standardize_rows(w, spec)
 
-        def backward(closed_form):
-            return lambda: closed_form(grad, restandardize_rows(w, stats),
-                                       stats.scale, stats.root, stats.ddof)
+        def step(mode):
+            def run():
+                set_compile(mode)
+                torch.autograd.grad(weight_standardization(w), w, grad)
+            return run
 
-        shape = f'{cout}x{cin}x{k}x{k}'
-        rows.append((shape, 'forward', time_side_by_side({
-            'eager': lambda: standardize_rows(w, spec),
-            'compiled': lambda: compiled_forward(w, spec),
-        }, rounds, min_seconds)))
-        rows.append((shape, 'backward', time_side_by_side({
-            'eager': backward(_standardize_rows_backward.eager),
-            'compiled': backward(_standardize_rows_backward),
-        }, rounds, min_seconds)))
+        rows.append((f'{cout}x{cin}x{k}x{k}', 'forward + backward',
+                     time_side_by_side({m: step(m) for m in
+                                        ('never', 'always', 'auto')},
+                                       rounds, min_seconds)))
+    set_compile('auto')
     return rows
 
 
@@ -401,7 +394,7 @@ def main():
     tables = {
         'conv': lambda: {'WS conv vs plain conv':
                          conv_tables(args.rounds, args.min_seconds)},
-        'kernel': lambda: {'WS kernels, eager vs compiled':
+        'kernel': lambda: {'WS kernels, eager vs compiled vs auto':
                            kernel_tables(args.rounds, args.min_seconds)},
         'norm': lambda: {'BCN vs GN and BN':
                          norm_tables(args.rounds, args.min_seconds)},

@@ -19,29 +19,7 @@ from mmengine.registry import MODELS, init_default_scope
 from mmengine.runner import load_checkpoint
 
 from ws_mm import fold_weight_standardization
-
-# WS conv types in configs -> the plain conv types mmcv registers.
-PLAIN_TYPES = {
-    'ConvWS': 'Conv2d',
-    'ConvWS1d': 'Conv1d',
-    'ConvWS2d': 'Conv2d',
-    'ConvWS3d': 'Conv3d',
-    'ConvTransposeWS2d': 'ConvTranspose2d',
-}
-
-
-def plain_conv_config(node):
-    """The config tree with every WS conv_cfg turned into a plain one."""
-    if isinstance(node, dict):
-        node = {k: plain_conv_config(v) for k, v in node.items()}
-        if node.get('type') in PLAIN_TYPES:
-            node = {k: v for k, v in node.items()
-                    if k not in ('eps', 'variant')}
-            node['type'] = PLAIN_TYPES[node['type']]
-        return node
-    if isinstance(node, (list, tuple)):
-        return type(node)(plain_conv_config(v) for v in node)
-    return node
+from ws_mm.toolbox.switch import fold_conv_cfgs
 
 
 def main(argv=None):
@@ -63,7 +41,7 @@ def main(argv=None):
     ckpt_out = osp.join(args.out_dir, name + '.pth')
     torch.save({'state_dict': model.state_dict(),
                 'meta': {'folded_from': args.checkpoint}}, ckpt_out)
-    folded = Config(plain_conv_config(cfg.to_dict()))
+    folded = Config(fold_conv_cfgs(cfg))
     cfg_out = osp.join(args.out_dir, name + '.py')
     folded.dump(cfg_out)
     print(f'written: {ckpt_out}\nwritten: {cfg_out}')

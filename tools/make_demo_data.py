@@ -34,9 +34,9 @@ Images are landscape or portrait, the longer side ``--size`` px, the other
 ones occlude earlier ones. COCO instances are the VISIBLE parts as polygons
 (``cv2.findContours``; an object cut in two by an occluder gets two polygons)
 that pycocotools rasterizes back to exactly the visible pixels; ``bbox`` is
-the box of those pixels, ``area`` the polygons' area (a little under the
-pixel count). Instances with less than 10 % of the shape visible, and crumbs
-under 4 px², are dropped. Scenes never let an occluder punch a hole into an
+the box of those pixels, ``area`` their pixel count (as COCO's). Instances
+with less than 10 % of the shape visible, and crumbs under 4 px², are
+dropped. Scenes never let an occluder punch a hole into an
 object, because COCO polygons cannot express holes. VOC maps are palette PNGs
 with the standard VOC colour map, class index per pixel and 255 ('void') on a
 2-px band along every boundary between different labels, as in VOC.
@@ -83,6 +83,7 @@ from pathlib import Path
 import cv2
 import matplotlib
 import numpy as np
+from pycocotools import mask as mask_utils
 from PIL import Image
 
 SHAPES = ('disc', 'square', 'triangle', 'star', 'cross')
@@ -277,10 +278,14 @@ def coco_annotation(visible, mask):
     # The box of the pixels the polygons cover.
     x0, y0 = np.floor(points.min(0))
     x1, y1 = np.ceil(points.max(0))
+    segmentation = [p.ravel().tolist() for p in polys]
+    # COCO's area is the pixel count of the rasterized mask (what its
+    # small / medium / large ranges are measured on), not the polygon area.
+    rle = mask_utils.merge(mask_utils.frPyObjects(segmentation,
+                                                  *visible.shape))
     return dict(
-        segmentation=[p.ravel().tolist() for p in polys],
-        area=float(sum(cv2.contourArea(p.astype(np.float32))
-                       for p in polys)),
+        segmentation=segmentation,
+        area=float(mask_utils.area(rle)),
         bbox=[float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
         iscrowd=0)
 

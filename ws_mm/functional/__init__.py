@@ -1,10 +1,18 @@
-"""The math of WS and BCN as pure functions of tensors (no modules, no registries)."""
+"""The math of WS and BCN as functions of tensors (no modules, no registries).
+
+All are pure but :func:`channel_stats`, which averages its statistics over the
+ranks of ``torch.distributed`` when a process group is running.
+"""
 from .batch_channel_norm import (channel_stats, group_norm_group_affine,
                                  moving_average_rate)
-from .weight_standardization import (WS_VARIANTS, WSVariant, get_ws_variant,
+from .conv_ws import ConvArgs, conv_ws
+from .fusion import set_compile
+from .weight_standardization import (WS_VARIANTS, WSVariant, filter_rows,
+                                     get_ws_variant, unfilter_rows,
                                      weight_standardization)
 
 __all__ = [
-    'weight_standardization', 'get_ws_variant', 'WSVariant', 'WS_VARIANTS',
+    'weight_standardization', 'conv_ws', 'ConvArgs', 'get_ws_variant',
+    'WSVariant', 'WS_VARIANTS', 'filter_rows', 'unfilter_rows', 'set_compile',
     'channel_stats', 'moving_average_rate', 'group_norm_group_affine'
 ]

@@ -1,4 +1,4 @@
-"""Weight Standardization as a pure function.
+"""Weight Standardization as pure functions.
 
 Qiao et al., "Micro-Batch Training with Batch-Channel Normalization and Weight
 Standardization", arXiv:1903.10520, eq. 5-7. Each output filter ``W[i]`` of a
@@ -19,16 +19,17 @@ so the variant is a parameter (see :data:`WS_VARIANTS`):
 
 The backward pass is the paper's closed form (eq. 14-15): the incoming
 gradient is projected onto the space orthogonal to ``1`` and ``W_hat`` and
-scaled by ``1 / s``. It computes exactly the autograd gradient, as one fused
-kernel (:mod:`.fusion`). The row-level pieces (:func:`standardize_rows`,
-:func:`restandardize_rows`, :func:`standardize_rows_backward`) are exposed
-for ``ws_mm.layers``' WS convs, which fuse them with the convolution.
+scaled by ``1 / s``. It computes exactly the autograd gradient.
+
+Filters are the rows of a ``(filters, fan_in)`` matrix (:func:`filter_rows`);
+the row functions prefixed ``_`` are shared with :mod:`.conv_ws`, which fuses
+them with the convolution.
 
 Statistics are computed in float32 (or float64 for float64 weights), also for
 half-precision weights or under autocast: in fp16 a filter with small spread
 loses all its precision.
 """
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -51,18 +52,22 @@ WS_VARIANTS = {
 }
 
 
-def get_ws_variant(variant: str, eps: Optional[float] = None) -> WSVariant:
-    """Look a variant up by name, optionally with its eps replaced.
+def get_ws_variant(variant: Union[str, WSVariant] = 'A',
+                   eps: Optional[float] = None) -> WSVariant:
+    """A variant by name (or as given), optionally with its eps replaced.
 
     Raises ``ValueError`` with the valid choices for an unknown name or a
     negative eps, so layers can validate their config at construction.
     """
-    if variant not in WS_VARIANTS:
+    if isinstance(variant, WSVariant):
+        spec = variant
+    elif variant in WS_VARIANTS:
+        spec = WS_VARIANTS[variant]
+    else:
         raise ValueError(
             f'unknown weight standardization variant {variant!r}; use one of '
             f'{sorted(WS_VARIANTS)} (A: mmcv ConvWS / official WS code, '
             f'B: official BCN code, C: BiT / timm StdConv2d)')
-    spec = WS_VARIANTS[variant]
     if eps is None:
         return spec
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
@@ -70,114 +75,138 @@ def get_ws_variant(variant: str, eps: Optional[float] = None) -> WSVariant:
     return spec._replace(eps=float(eps))
 
 
-class RowStats(NamedTuple):
+def filter_rows(weight: Tensor, transposed: bool = False,
+                groups: int = 1) -> Tensor:
+    """A conv weight as a ``(filters, fan_in)`` matrix, a row per output
+    channel: the rows that WS standardizes.
+
+    A conv stores ``(out, in / groups, *k)``: a view. A transposed conv
+    stores ``(in, out / groups, *k)``; the filter of output channel ``o`` of
+    group ``g`` is ``weight[g-th block of inputs, o]``: a copy.
+    """
+    if not transposed:
+        return weight.reshape(weight.shape[0], -1)
+    cin, cout_g = weight.shape[:2]
+    grouped = weight.reshape(groups, cin // groups, cout_g, -1)
+    return grouped.transpose(1, 2).reshape(groups * cout_g, -1)
+
+
+def unfilter_rows(rows: Tensor, shape: Sequence[int], transposed: bool = False,
+                  groups: int = 1) -> Tensor:
+    """The inverse of :func:`filter_rows`: rows back in a weight's shape."""
+    if not transposed:
+        return rows.view(shape)
+    cin, cout_g = shape[:2]
+    grouped = rows.view(groups, cout_g, cin // groups, -1)
+    return grouped.transpose(1, 2).reshape(shape)
+
+
+class _RowStats(NamedTuple):
     """Per-filter statistics of a standardization, enough to recompute W_hat
-    (:func:`restandardize_rows`) and to differentiate it
-    (:func:`standardize_rows_backward`): ``(filters, 1)`` float tensors and
-    the variance's divisor."""
-    mean: Tensor
-    scale: Tensor  # 1 / s
+    (:func:`_restandardize_rows`) and to differentiate it
+    (:func:`_standardize_rows_backward`)."""
+    mean: Tensor   # (filters, 1)
+    scale: Tensor  # 1 / s, (filters, 1)
     root: Tensor   # sqrt(var + eps_in_sqrt), the derivative of s needs it
-    ddof: int
+    divisor: int   # of the variance: fan_in - 1 (unbiased) or fan_in
 
 
-def standardize_rows(rows: Tensor,
-                     spec: WSVariant) -> Tuple[Tensor, RowStats]:
+def _standardize_rows(rows: Tensor, spec: WSVariant) -> Tuple[Tensor, _RowStats]:
     """``W_hat`` of a ``(filters, fan_in)`` matrix and its statistics, no
     autograd. ``W_hat`` is in the statistics' dtype (float32 or float64).
 
-    Written in the in-place style that is fastest eagerly (no row reduction
-    through var / mean, several times slower than sum / vector_norm on CPU);
-    a compiled version measured 0.85x-1.49x this one, so it stays eager
-    (``benchmark_speed.py --only kernel``).
+    In-place eager ops: row reductions through ``var`` / ``mean`` are several
+    times slower than ``sum`` / ``vector_norm`` on CPU.
     """
     w = rows.to(torch.promote_types(rows.dtype, torch.float32))
-    ddof = w.shape[1] - int(spec.unbiased)
+    divisor = w.shape[1] - int(spec.unbiased)
     eps_in, eps_after = (spec.eps, 0.0) if spec.eps_in_sqrt else (0.0, spec.eps)
     mean = w.sum(1, keepdim=True).div_(w.shape[1])
     centered = w - mean
     root = torch.linalg.vector_norm(centered, dim=1, keepdim=True)
-    root = root.square_().div_(ddof).add_(eps_in).sqrt_()
+    root = root.square_().div_(divisor).add_(eps_in).sqrt_()
     scale = (root + eps_after).reciprocal_()
-    return centered.mul_(scale), RowStats(mean, scale, root, ddof)
+    return centered.mul_(scale), _RowStats(mean, scale, root, divisor)
 
 
-def restandardize_rows(rows: Tensor, stats: RowStats) -> Tensor:
-    """``W_hat`` again from saved statistics, without the reductions.
-
-    Bit-equal to :func:`standardize_rows`' result: the same eager ops,
-    ``(w - mean) * scale``. (Compiled, this one pass measured no faster at
-    small weights, where the compiled call's own overhead dominates.)
-    """
+def _restandardize_rows(rows: Tensor, stats: _RowStats) -> Tensor:
+    """``W_hat`` again from saved statistics, without the reductions;
+    bit-equal to :func:`_standardize_rows`' (the same ops)."""
     w = rows.to(stats.mean.dtype)
     return (w - stats.mean).mul_(stats.scale)
 
 
-@fused
-def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
-                               scale: Tensor, root: Tensor, ddof: int):
+# Compiled on CPU from about 2M weights, where it measured faster than eager
+# (tools/benchmark_speed.py --only kernel).
+@fused(min_cpu_numel=1 << 21)
+def _closed_form_backward(grad_w_hat: Tensor, w_hat: Tensor, scale: Tensor,
+                          root: Tensor, divisor: int):
     g = grad_w_hat
     root_over_s = root.clamp_min(torch.finfo(w_hat.dtype).tiny) * scale
-    along = (g * w_hat).sum(1, keepdim=True).div_(ddof).div_(root_over_s)
+    along = (g * w_hat).sum(1, keepdim=True).div_(divisor).div_(root_over_s)
     offset = g.sum(1, keepdim=True).div_(-g.shape[1]).mul_(scale)
     # scale * g + offset - (scale * along) * w_hat, in place of w_hat
     return w_hat.mul_(along.mul_(scale).neg_()).add_(offset).addcmul_(g, scale)
 
 
-def standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
-                              stats: RowStats) -> Tensor:
+def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
+                               stats: _RowStats) -> Tensor:
     """The gradient w.r.t. W of the paper's eq. 14-15, written over ``w_hat``.
 
     eq. 14 removes the component along W_hat (the derivative of s), eq. 15
     the mean (the centering's); mean(W_hat) is 0, so the two fuse into
-    ``scale * (g - mean(g) - W_hat * <g, W_hat> / ddof * s / root)``, one
-    compiled kernel (see :mod:`.fusion` for what that gains). ``s / root``
-    is 1 when eps is inside the sqrt; root is clamped so that a constant
-    filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN. ``w_hat``
-    (from :func:`restandardize_rows`) is overwritten: it is the result, in
-    the statistics' dtype.
+    ``scale * (g - mean(g) - W_hat * <g, W_hat> / divisor * s / root)``.
+    ``s / root`` is 1 when eps is inside the sqrt; root is clamped so that a
+    constant filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN.
+    ``w_hat`` (from :func:`_restandardize_rows`) is overwritten: it is the
+    result, in the statistics' dtype.
     """
-    return _standardize_rows_backward(grad_w_hat.to(w_hat.dtype), w_hat,
-                                      stats.scale, stats.root, stats.ddof)
+    return _closed_form_backward(grad_w_hat.to(w_hat.dtype), w_hat,
+                                 stats.scale, stats.root, stats.divisor)
 
 
 class _StandardizeRows(torch.autograd.Function):
-    """W_hat with the closed-form backward; keeps no copy of W_hat.
-
-    Only W and the per-filter statistics are saved; the backward recomputes
-    W_hat from them.
-    """
+    """W_hat with the closed-form backward; keeps no copy of W_hat (only W
+    and the per-filter statistics, from which the backward recomputes it)."""
 
     @staticmethod
     def forward(ctx, rows: Tensor, spec: WSVariant) -> Tensor:
-        w_hat, stats = standardize_rows(rows, spec)
+        w_hat, stats = _standardize_rows(rows, spec)
         ctx.save_for_backward(rows, stats.mean, stats.scale, stats.root)
-        ctx.ddof = stats.ddof
+        ctx.divisor = stats.divisor
         return w_hat.to(rows.dtype)
 
     @staticmethod
     @once_differentiable  # the closed form is not itself differentiated
     def backward(ctx, grad_w_hat: Tensor):
         rows, mean, scale, root = ctx.saved_tensors
-        stats = RowStats(mean, scale, root, ctx.ddof)
-        grad = standardize_rows_backward(grad_w_hat,
-                                         restandardize_rows(rows, stats), stats)
+        stats = _RowStats(mean, scale, root, ctx.divisor)
+        grad = _standardize_rows_backward(
+            grad_w_hat, _restandardize_rows(rows, stats), stats)
         return grad.to(grad_w_hat.dtype), None
 
 
-def weight_standardization(weight: Tensor, variant: str = 'A',
-                           eps: Optional[float] = None) -> Tensor:
+def weight_standardization(weight: Tensor,
+                           variant: Union[str, WSVariant] = 'A',
+                           eps: Optional[float] = None, *,
+                           transposed: bool = False,
+                           groups: int = 1) -> Tensor:
     """Standardize each output filter of a conv weight (paper eq. 5-7).
 
     Args:
-        weight: conv weight ``(out_channels, in_channels / groups, *kernel)``;
-            every slice ``weight[i]`` is one filter.
-        variant: ``'A'``, ``'B'`` or ``'C'``, see the module docstring.
+        weight: conv weight ``(out_channels, in_channels / groups, *kernel)``,
+            or with ``transposed=True`` a transposed conv's
+            ``(in_channels, out_channels / groups, *kernel)``.
+        variant: ``'A'``, ``'B'``, ``'C'`` (see the module docstring) or a
+            :class:`WSVariant`.
         eps: overrides the variant's eps.
+        transposed, groups: the conv's, for the filter layout
+            (:func:`filter_rows`).
 
     Returns:
         ``W_hat`` with the shape and dtype of ``weight``, differentiable.
     """
     spec = get_ws_variant(variant, eps)
-    rows = weight.reshape(weight.shape[0], -1)
-    return _StandardizeRows.apply(rows, spec).view_as(weight)
+    rows = filter_rows(weight, transposed, groups)
+    w_hat = _StandardizeRows.apply(rows, spec)
+    return unfilter_rows(w_hat, weight.shape, transposed, groups)

@@ -1,15 +1,9 @@
 """Convolutions with Weight Standardization (WS).
 
-Qiao et al., arXiv:1903.10520. The layer holds the raw weight ``W`` (that is
-what the optimizer updates and what checkpoints store) and convolves with the
-standardized ``W_hat`` of :func:`ws_mm.functional.weight_standardization`.
-There is no affine on ``W_hat``: a normalization layer is expected to follow.
-
-In training, standardization and convolution are one autograd function
-(:class:`_WSConvolution`) that keeps what a plain conv keeps (the input and
-``W``) plus per-filter statistics: ``W_hat`` is not kept from the forward to
-the backward (that would be a second copy of every trainable weight), the
-backward recomputes it from the statistics in one pass.
+Qiao et al., arXiv:1903.10520. A WS conv holds the raw weight ``W`` (what the
+optimizer updates and checkpoints store) and convolves with the standardized
+``W_hat`` (:func:`ws_mm.functional.conv_ws`). There is no affine on
+``W_hat``: a normalization layer is expected to follow.
 
 When no gradient can reach ``W`` (eval under ``torch.no_grad()`` or
 ``inference_mode()``, or a frozen weight) ``W_hat`` is a constant, so it is
@@ -22,120 +16,37 @@ counter (as they bypass autograd): call ``module.train()`` / ``.eval()``
 afterwards, which clears the cache, or edit under ``torch.no_grad()``
 instead.
 """
-from typing import List, Optional
+import logging
+from collections import OrderedDict
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
-from mmengine.logging import print_log
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
-from ..functional.weight_standardization import (RowStats, get_ws_variant,
-                                                 restandardize_rows,
-                                                 standardize_rows,
-                                                 standardize_rows_backward,
+from ..functional.conv_ws import ConvArgs, conv_ws, convolution
+from ..functional.weight_standardization import (get_ws_variant,
                                                  weight_standardization)
 
-
-def _autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
-    """The dtype ``torch.autocast`` runs a conv of ``x`` in, if it is on.
-
-    ws_mm calls ``torch.convolution``, which autocast does not cast on CPU
-    (it casts ``F.conv2d`` and friends), so the layer casts as autocast
-    would, on every device.
-    """
-    device = x.device.type
-    if (torch.amp.is_autocast_available(device)
-            and torch.is_autocast_enabled(device) and x.is_floating_point()
-            and x.dtype != torch.float64):
-        return torch.get_autocast_dtype(device)
-    return None
+logger = logging.getLogger('ws_mm')
 
 
-class _WSConvolution(torch.autograd.Function):
-    """``conv(x, W_hat)`` for training, with W_hat recomputed for the backward.
+class WSConvMixin:
+    """The WS part shared by every WS conv: validation, W_hat, the cache,
+    gradient observers and folding.
 
-    Saves the input, ``W`` and the per-filter statistics. The backward
-    recomputes W_hat from the statistics (one pass, bit-equal to the
-    forward's), runs the convolution's backward with it, then the paper's
-    closed-form WS backward, written over the recomputed W_hat.
+    Mixed in before a torch conv class (:attr:`plain`), whose arguments it
+    passes through.
     """
 
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                layer: '_WSConvMixin', conv_args: tuple) -> Tensor:
-        w_hat, stats = standardize_rows(layer._filters(weight),
-                                        layer._ws_spec())
-        ctx.save_for_backward(x, weight, stats.mean, stats.scale, stats.root)
-        ctx.ddof, ctx.layer, ctx.conv_args = stats.ddof, layer, conv_args
-        ctx.bias_sizes = None if bias is None else list(bias.shape)
-        return torch.convolution(x, layer._unfilter(w_hat, weight).to(x.dtype),
-                                 bias, *conv_args)
-
-    @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        # Unpacked once: non-reentrant checkpointing allows no second unpack.
-        x, weight, mean, scale, root = ctx.saved_tensors
-        layer, hook = ctx.layer, ctx.layer.w_hat_grad_hook
-        need_x, _, need_bias = ctx.needs_input_grad[:3]
-        if torch.is_grad_enabled():  # backward(create_graph=True)
-            return _WSConvolution._differentiable_backward(ctx, grad_out, x,
-                                                           weight)
-        stats = RowStats(mean, scale, root, ctx.ddof)
-        rows = restandardize_rows(layer._filters(weight), stats)
-        grad_x, grad_w_hat, grad_bias = torch.ops.aten.convolution_backward(
-            grad_out, x, layer._unfilter(rows, weight).to(x.dtype),
-            ctx.bias_sizes, *ctx.conv_args, [need_x, True, need_bias])
-        if hook is not None:
-            grad_w_hat = _call_hook(hook, grad_w_hat)
-        grad_rows = standardize_rows_backward(layer._filters(grad_w_hat), rows,
-                                              stats)
-        grad_w = layer._unfilter(grad_rows, weight).to(weight.dtype)
-        return grad_x, grad_w, grad_bias, None, None
-
-    @staticmethod
-    def _differentiable_backward(ctx, grad_out: Tensor, x: Tensor,
-                                 weight: Tensor):
-        """The same gradients, recorded by autograd (a recomputation of the
-        forward, differentiated by autograd), so that a penalty on the input
-        gradient can be differentiated. W_hat's own backward stays
-        ``once_differentiable``: differentiating the gradient w.r.t. W again
-        (a penalty on it, Hessian-vector products) raises."""
-        need_x, _, need_bias = ctx.needs_input_grad[:3]
-        w_hat = ctx.layer._standardize(weight)
-        if ctx.layer.w_hat_grad_hook is not None:
-            w_hat.register_hook(ctx.layer.w_hat_grad_hook)
-        out = torch.convolution(x, w_hat.to(x.dtype), None, *ctx.conv_args)
-        wrt = (x, weight) if need_x else (weight, )
-        grads = torch.autograd.grad(out, wrt, grad_out, create_graph=True)
-        grad_bias = None
-        if need_bias:
-            grad_bias = grad_out.sum(
-                [d for d in range(grad_out.dim()) if d != 1])
-        return ((grads[0] if need_x else None), grads[-1], grad_bias, None,
-                None)
-
-
-def _call_hook(hook, grad: Tensor) -> Tensor:
-    """A tensor hook's contract: it may return a replacement gradient."""
-    replaced = hook(grad)
-    return grad if replaced is None else replaced
-
-
-class _WSConvMixin:
-    """The WS part shared by every WS conv: validation, W_hat, the cache.
-
-    Mixed in before a torch conv class, whose arguments it passes through.
-    """
-
+    plain: type  # the torch conv class a WS conv computes at inference
     _announced = False
-    # A hook on the gradient w.r.t. W_hat, set only while something observes
-    # it (ws_mm's WSGradientHook): one attribute check per training backward.
-    w_hat_grad_hook = None
 
     def __init__(self, *args, eps: Optional[float] = None, variant: str = 'A',
                  **kwargs):
         super().__init__(*args, **kwargs)
-        spec = get_ws_variant(variant, eps)
+        self.ws_spec = get_ws_variant(variant, eps)
         fan_in = self.weight.numel() // (self.out_channels or 1)
         if fan_in < 2:
             raise ValueError(
@@ -143,51 +54,52 @@ class _WSConvMixin:
                 'weight standardization of a single weight is undefined (it '
                 'is always 0); use a plain conv for this layer')
         self.ws_variant = variant
-        self.ws_eps = spec.eps
         self._ws_cache = None
-        if not _WSConvMixin._announced:
-            _WSConvMixin._announced = True
-            print_log('ws_mm: weight-standardized convs (ConvWS and its '
-                      f'variants) are built by {__name__}', logger='current')
+        self._w_hat_grad_hooks = OrderedDict()
+        if not WSConvMixin._announced:
+            WSConvMixin._announced = True
+            logger.info('ws_mm: weight-standardized convs (ConvWS and its '
+                        'variants) are built by %s', __name__)
 
-    def _ws_spec(self):
-        return get_ws_variant(self.ws_variant, self.ws_eps)
+    @property
+    def ws_eps(self) -> float:
+        return self.ws_spec.eps
 
-    def _filters(self, weight: Tensor) -> Tensor:
-        """The weight as a ``(filters, fan_in)`` matrix, a row per output
-        channel: the rows that WS standardizes."""
-        if not self.transposed:
-            return weight.reshape(weight.shape[0], -1)
-        # A transposed conv stores (in, out / groups, *k); the filter of output
-        # channel o in group g is weight[g-th block of inputs, o].
-        cin, cout_g = weight.shape[:2]
-        grouped = weight.reshape(self.groups, cin // self.groups, cout_g, -1)
-        return grouped.transpose(1, 2).reshape(self.groups * cout_g, -1)
+    def register_w_hat_grad_hook(
+            self, hook: Callable[[Tensor], Optional[Tensor]]
+    ) -> RemovableHandle:
+        """Call ``hook(grad)`` with the gradient w.r.t. ``W_hat`` in every
+        training backward, as a tensor hook on ``W_hat`` would be (it may
+        return a replacement). ``handle.remove()`` removes it."""
+        handle = RemovableHandle(self._w_hat_grad_hooks)
+        self._w_hat_grad_hooks[handle.id] = hook
+        return handle
 
-    def _unfilter(self, rows: Tensor, weight: Tensor) -> Tensor:
-        """The inverse of :meth:`_filters`: rows back in ``weight``'s shape."""
-        if not self.transposed:
-            return rows.view(weight.shape)
-        cin, cout_g = weight.shape[:2]
-        grouped = rows.view(self.groups, cout_g, cin // self.groups, -1)
-        return grouped.transpose(1, 2).reshape(weight.shape)
+    def _w_hat_hook(self):
+        hooks = list(self._w_hat_grad_hooks.values())
+        if not hooks:
+            return None
+
+        def run(grad):
+            for hook in hooks:
+                replaced = hook(grad)
+                grad = grad if replaced is None else replaced
+            return grad
+        return run
 
     def _standardize(self, weight: Tensor) -> Tensor:
-        """W_hat of ``weight``, differentiable."""
-        return self._unfilter(
-            weight_standardization(self._filters(weight), self.ws_variant,
-                                   self.ws_eps), weight)
+        return weight_standardization(weight, self.ws_spec,
+                                      transposed=self.transposed,
+                                      groups=self.groups)
 
     def standardized_weight(self) -> Tensor:
         """``W_hat``: differentiable when W needs a gradient, cached when it
         is constant (the layer's forward uses it only then)."""
         weight = self.weight
-        if torch.is_grad_enabled() and weight.requires_grad:
-            return self._standardize(weight)
-        if self.training and weight.requires_grad:
-            # A no-grad forward in training (the first pass of reentrant
-            # checkpointing): W changes at the next step, so a cache would
-            # only keep a second copy of W alive.
+        if weight.requires_grad and (torch.is_grad_enabled() or self.training):
+            # In training without grad (the first pass of reentrant
+            # checkpointing) W changes at the next step: a cache would only
+            # keep a second copy of W alive.
             return self._standardize(weight)
         # The cache holds its source weight, which keeps that storage alive:
         # a weight moved by .to() / .half() or replaced cannot have the same
@@ -220,46 +132,68 @@ class _WSConvMixin:
             return F.pad(x, pad), no_padding
         return F.pad(x, pad, mode=self.padding_mode), no_padding
 
-    def _ws_convolution(self, x: Tensor, output_padding) -> Tensor:
+    def _ws_forward(self, x: Tensor, output_padding) -> Tensor:
         x, padding = self._pad(x)
-        bias, dtype = self.bias, _autocast_dtype(x)
-        if dtype is not None:
-            x = x.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
-        conv_args = (self.stride, padding, self.dilation, self.transposed,
-                     output_padding, self.groups)
+        args = ConvArgs(self.stride, padding, self.dilation, self.transposed,
+                        output_padding, self.groups)
         if torch.is_grad_enabled() and self.weight.requires_grad:
-            return _WSConvolution.apply(x, self.weight, bias, self, conv_args)
-        w_hat = self.standardized_weight()
-        return torch.convolution(x, w_hat if dtype is None else w_hat.to(dtype),
-                                 bias, *conv_args)
+            return conv_ws(x, self.weight, self.bias, self.ws_spec, args,
+                           self._w_hat_hook())
+        return convolution(x, self.standardized_weight(), self.bias, args)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._ws_convolution(x, self.output_padding)
+        return self._ws_forward(x, self.output_padding)
 
     def train(self, mode: bool = True):
         self._ws_cache = None
         return super().train(mode)
+
+    def fold_(self) -> nn.Module:
+        """Become, in place, the :attr:`plain` conv this layer computes: its
+        weight (the same ``Parameter``) now holds ``W_hat``. Outputs are
+        unchanged up to float rounding; training is not (the folded conv no
+        longer standardizes): for inference and export."""
+        with torch.no_grad():
+            self.weight.copy_(self._standardize(self.weight))
+        for name in ('ws_spec', 'ws_variant', '_ws_cache',
+                     '_w_hat_grad_hooks'):
+            delattr(self, name)
+        self.__class__ = self.plain
+        return self
 
     def extra_repr(self) -> str:
         return (super().extra_repr() +
                 f', ws_variant={self.ws_variant}, ws_eps={self.ws_eps:g}')
 
 
-class ConvWS1d(_WSConvMixin, nn.Conv1d):
-    """``nn.Conv1d`` with Weight Standardization (point clouds, sequences)."""
+class ConvWS1d(WSConvMixin, nn.Conv1d):
+    """``nn.Conv1d`` with Weight Standardization (point clouds, sequences).
+
+    Args: those of ``nn.Conv1d``, and ``eps``, ``variant`` as
+    :class:`ConvWS2d`'s.
+    """
+    plain = nn.Conv1d
 
 
-class ConvWS2d(_WSConvMixin, nn.Conv2d):
-    """``nn.Conv2d`` with Weight Standardization.
+class ConvWS2d(WSConvMixin, nn.Conv2d):
+    """``nn.Conv2d`` with Weight Standardization (arXiv:1903.10520, eq. 5-7).
 
     A drop-in for mmcv's ``ConvWS2d`` (registered as ``ConvWS``): the same
-    positional arguments, ``eps`` in ninth place, the same state-dict keys and,
-    with the default ``variant='A'``, the same outputs. ``variant`` selects the
-    standardization of another published checkpoint family (``'B'``: the
-    official BCN+WS ImageNet models, ``'C'``: BiT / timm); ``eps=None`` takes
-    the variant's own default.
+    positional arguments, ``eps`` in ninth place, the same state-dict keys
+    and, with the default ``variant='A'``, the same outputs.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation,
+            groups, bias: as ``nn.Conv2d``'s (``padding_mode``, ``device``,
+            ``dtype`` are accepted as keywords).
+        eps: added to the filters' standard deviation; ``None`` takes the
+            variant's own (1e-5 for A and B, 1e-6 for C).
+        variant: how the standard deviation is formed (see
+            :mod:`ws_mm.functional.weight_standardization`): ``'A'``
+            mmcv / the official WS code, ``'B'`` the official BCN+WS
+            ImageNet models, ``'C'`` BiT / timm ``StdConv2d``.
     """
+    plain = nn.Conv2d
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size,
                  stride=1, padding=0, dilation=1, groups: int = 1,
@@ -270,23 +204,34 @@ class ConvWS2d(_WSConvMixin, nn.Conv2d):
                          variant=variant, **kwargs)
 
 
-class ConvWS3d(_WSConvMixin, nn.Conv3d):
-    """``nn.Conv3d`` with Weight Standardization (video)."""
+class ConvWS3d(WSConvMixin, nn.Conv3d):
+    """``nn.Conv3d`` with Weight Standardization (video).
+
+    Args: those of ``nn.Conv3d``, and ``eps``, ``variant`` as
+    :class:`ConvWS2d`'s.
+    """
+    plain = nn.Conv3d
 
 
-class ConvTransposeWS2d(_WSConvMixin, nn.ConvTranspose2d):
+class ConvTransposeWS2d(WSConvMixin, nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` with Weight Standardization (decoders).
 
-    Each output channel is standardized over its fan-in (the input channels of
-    its group times the kernel), as for a forward conv.
+    Each output channel is standardized over its fan-in (the input channels
+    of its group times the kernel), as for a forward conv.
+
+    Args: those of ``nn.ConvTranspose2d``, and ``eps``, ``variant`` as
+    :class:`ConvWS2d`'s.
     """
+    plain = nn.ConvTranspose2d
 
     def forward(self, x: Tensor,
                 output_size: Optional[List[int]] = None) -> Tensor:
         output_padding = self._output_padding(x, output_size, self.stride,
                                               self.padding, self.kernel_size,
                                               2, self.dilation)
-        return self._ws_convolution(x, output_padding)
+        return self._ws_forward(x, output_padding)
 
 
+# The WS family: registration (under the class names; mmcv's ``ConvWS`` is
+# added by the registry), folding and the fold tool all derive from it.
 WS_CONVS = (ConvWS1d, ConvWS2d, ConvWS3d, ConvTransposeWS2d)

@@ -17,6 +17,7 @@ from mmengine.registry import MODELS
 from mmengine.runner import CheckpointLoader
 
 from .checkpoint import UnsafeCheckpointError, check_checkpoint_is_safe
+from .switch import config_dicts
 
 # Layer types that only run on CUDA devices.
 GPU_ONLY_NORMS = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
@@ -28,19 +29,8 @@ class ConfigError(ValueError):
     """A config that cannot run as it is; the message says how to fix it."""
 
 
-def _walk(node, path: str = '') -> Iterator[Tuple[str, dict]]:
-    """Every dict in a config tree, with its dotted path."""
-    if isinstance(node, dict):
-        yield path, node
-        for key, value in node.items():
-            yield from _walk(value, f'{path}.{key}' if path else str(key))
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _walk(value, f'{path}[{i}]')
-
-
 def _layer_cfgs(cfg: Config) -> Iterator[Tuple[str, dict]]:
-    for path, node in _walk(cfg.get('model', {}), 'model'):
+    for path, node in config_dicts(cfg.get('model', {}), 'model'):
         for key in ('conv_cfg', 'norm_cfg'):
             layer = node.get(key)
             if isinstance(layer, dict) and 'type' in layer:
@@ -91,7 +81,7 @@ def _dataset_roots(cfg: Config, loaders) -> Iterator[Tuple[str, dict]]:
     for loader in loaders:
         if not cfg.get(loader):
             continue
-        for path, node in _walk(cfg[loader].get('dataset', {}),
+        for path, node in config_dicts(cfg[loader].get('dataset', {}),
                                 f'{loader}.dataset'):
             if 'data_root' in node or 'ann_file' in node:
                 yield path, node
@@ -117,7 +107,7 @@ def check_datasets(cfg: Config, loaders=('train_dataloader', )) -> None:
 
 
 def _pretrained(cfg: Config) -> Iterator[Tuple[str, str]]:
-    for path, node in _walk(cfg.get('model', {}), 'model'):
+    for path, node in config_dicts(cfg.get('model', {}), 'model'):
         if node.get('type') == 'Pretrained' and node.get('checkpoint'):
             yield f'{path}.checkpoint', node['checkpoint']
         if isinstance(node.get('pretrained'), str):

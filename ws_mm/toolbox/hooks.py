@@ -70,8 +70,10 @@ class WSGradientHook(Hook):
                     norms[key] += float(grad.detach().double().square().sum())
                 return hook
 
-            layer.w_hat_grad_hook = record('w_hat')
-            self._handles.append(layer.weight.register_hook(record('w')))
+            self._handles += [
+                layer.register_w_hat_grad_hook(record('w_hat')),
+                layer.weight.register_hook(record('w'))
+            ]
 
     def after_train_iter(self, runner, batch_idx: int,
                          data_batch: Optional[dict] = None,
@@ -83,7 +85,6 @@ class WSGradientHook(Hook):
         self._handles = []
         scalars, ratios = {}, {}
         for name, layer in self._ws_layers(runner):
-            layer.w_hat_grad_hook = None
             norms = self._norms.get(name)
             if norms and norms['w_hat'] > 0:
                 ratios[name] = (norms['w'] / norms['w_hat'])**0.5
