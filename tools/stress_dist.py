@@ -9,7 +9,7 @@ launch must exit 0 with its work done (a checkpoint, metrics) within
 ``--timeout`` seconds; anything else counts as a failure, with its first error
 line shown and its whole output kept under the work dir. Ends with how many
 launches of each kind exited 0, and exits 1 if any did not. Not part of
-``make test`` (it takes about a minute per round); run it after touching the
+``make test`` (1 to 3 minutes a round on 2 cores); run it after touching the
 launchers or the process-group handling.
 """
 import argparse

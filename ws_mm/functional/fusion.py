@@ -91,6 +91,5 @@ def fused(min_cpu_numel: int):
                     'WS_MM_COMPILE=never to skip compilation.', RuntimeWarning)
                 return fn(*args)
 
-        run.eager = fn
         return run
     return decorate

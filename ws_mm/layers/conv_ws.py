@@ -76,9 +76,9 @@ class WSConvMixin:
         return handle
 
     def _w_hat_hook(self):
-        hooks = list(self._w_hat_grad_hooks.values())
-        if not hooks:
+        if not self._w_hat_grad_hooks:  # the usual case: one check a forward
             return None
+        hooks = list(self._w_hat_grad_hooks.values())
 
         def run(grad):
             for hook in hooks:
