@@ -5,6 +5,7 @@ from the formulas of arXiv:1903.10520, not from the code under test.
 Exactness is checked in float64; float32 statistics of n values are allowed
 the rounding of their sums, about eps * sqrt(n) * the sum of the magnitudes.
 """
+import logging
 import math
 import sys
 import warnings
@@ -237,6 +238,10 @@ def test_moving_average_rate_schedule():
     assert isinstance(rate, torch.Tensor) and rate.item() == 0.5
     assert moving_average_rate(0.3, torch.tensor(7)).item() == \
         pytest.approx(0.3)
+    # momentum=None: the cumulative average, as BatchNorm's
+    assert moving_average_rate(None, 99) == pytest.approx(0.01)
+    assert moving_average_rate(None, torch.tensor(99.)).item() == \
+        pytest.approx(0.01)
 
 
 def test_update_rule_cumulative_then_ema_by_hand():
@@ -308,6 +313,139 @@ def test_called_twice_before_backward():
     assert bcn.pbn.num_batches_tracked.item() == 2
 
 
+# -------------------------------------------------------- non-finite batches
+@pytest.fixture
+def ws_mm_messages():
+    """The messages of the ``ws_mm`` logger during the test."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger('ws_mm')
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+def nonfinite(value, seed=20):
+    x = randn(2, 8, 4, 4, seed=seed)
+    x[1, 5, 2, 3] = value
+    return x
+
+
+@pytest.mark.parametrize('value', [math.nan, math.inf, -math.inf])
+def test_a_nonfinite_batch_leaves_the_estimates_unchanged(value,
+                                                           ws_mm_messages):
+    model = nn.Sequential(nn.Identity(), make_bcn()).train()
+    bcn = model[1]
+    set_estimates(bcn)
+    before = {k: v.clone() for k, v in bcn.pbn.state_dict().items()}
+
+    for count in (1, 2):
+        model(nonfinite(value, seed=20 + count))
+        for key in ('running_mean', 'running_var', 'num_batches_tracked'):
+            assert torch.equal(getattr(bcn.pbn, key), before[key]), key
+        assert bcn.pbn.num_nonfinite_batches.item() == count
+    assert len(ws_mm_messages) == 1 and ws_mm_messages[0].startswith(
+        'ws_mm: 1.pbn got a training batch whose statistics are not finite')
+
+    # The next finite batch is update number 6, as if the others never came.
+    x = randn(2, 8, 4, 4, mean=1.0, seed=30)
+    model(x)
+    mean, _ = ref_channel_stats(x)
+    second_moment = ((x - before['running_mean'].view(1, 8, 1, 1))**2).mean(
+        (0, 2, 3))
+    torch.testing.assert_close(
+        bcn.pbn.running_mean, before['running_mean'] * 5 / 6 + mean / 6,
+        rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        bcn.pbn.running_var, before['running_var'] * 5 / 6 + second_moment / 6,
+        rtol=0, atol=1e-12)
+    assert torch.isfinite(model.eval()(x)).all()
+
+
+def test_a_nonfinite_first_batch_is_skipped_and_the_next_copied(
+        ws_mm_messages):
+    ebn = EstimatedBatchNorm(8).double().train()
+    ebn(nonfinite(math.nan))
+    assert ebn.num_batches_tracked.item() == 0
+    assert ebn.num_nonfinite_batches.item() == 1
+    assert 'EstimatedBatchNorm got a training batch' in ws_mm_messages[0]
+    x = randn(3, 8, 5, seed=31)
+    ebn(x)
+    mean, var = ref_channel_stats(x)
+    torch.testing.assert_close(ebn.running_mean, mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(ebn.running_var, var, rtol=0, atol=1e-12)
+
+
+def test_resume_keeps_the_count(tmp_path, ws_mm_messages):
+    bcn = BatchChannelNorm(8, num_groups=4).train()
+    bcn(torch.randn(2, 8, 3, 3))
+    bcn(nonfinite(math.nan).float())
+    torch.save(bcn.state_dict(), tmp_path / 'bcn.pth')
+
+    resumed = BatchChannelNorm(8, num_groups=4).train()
+    resumed.load_state_dict(torch.load(tmp_path / 'bcn.pth'))
+    assert resumed.pbn.num_nonfinite_batches.item() == 1
+    resumed(nonfinite(math.inf).float())
+    assert resumed.pbn.num_nonfinite_batches.item() == 2
+    assert resumed.pbn.num_batches_tracked.item() == 1
+
+
+@pytest.mark.parametrize('source', ['before_the_count', 'batch_mode'])
+def test_checkpoints_without_the_count_load_strictly(source):
+    """Official BCN checkpoints and those saved before the count have no
+    num_nonfinite_batches, nor has a mode='batch' BCN (a large-batch phase
+    that micro-batch training continues in estimate mode): none counted."""
+    if source == 'batch_mode':
+        old = BatchChannelNorm(8, num_groups=4, mode='batch').state_dict()
+    else:
+        old = BatchChannelNorm(8, num_groups=4).state_dict()
+        del old['pbn.num_nonfinite_batches']
+    bcn = BatchChannelNorm(8, num_groups=4)
+    bcn.pbn.num_nonfinite_batches.fill_(3)
+    bcn.load_state_dict(old)  # strict
+    assert bcn.pbn.num_nonfinite_batches.item() == 0
+
+    # mmengine's loader (strict=False) reports missing keys: none here.
+    from mmengine.runner.checkpoint import load_state_dict
+    reports = []
+    report = logging.getLogger('test_report')
+    report.addHandler(logging.Handler())
+    report.handlers[-1].emit = lambda record: reports.append(
+        record.getMessage())
+    load_state_dict(bcn, old, logger=report)
+    assert reports == []
+
+
+@pytest.mark.e2e
+@pytest.mark.dist
+def test_two_ranks_skip_a_nonfinite_batch_of_either_rank(tmp_path, run_tool):
+    script = Path(__file__).parent / 'dist_scripts' / 'bcn_nonfinite.py'
+    proc = run_tool([sys.executable, '-m', 'torch.distributed.run',
+                     '--standalone', '--nproc_per_node=2', str(script),
+                     str(tmp_path)], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
+    for steps in zip(*(r['steps'] for r in ranks)):
+        for key in ('running_mean', 'running_var', 'num_batches_tracked',
+                    'num_nonfinite_batches'):
+            assert torch.equal(steps[0][key], steps[1][key]), key
+    # Step 1 is NaN on rank 1, step 2 Inf on rank 0: both ranks skip both.
+    steps = ranks[0]['steps']
+    for i, skipped in ((1, 1), (2, 2)):
+        for key in ('running_mean', 'running_var', 'num_batches_tracked'):
+            assert torch.equal(steps[i][key], steps[0][key]), (i, key)
+        assert steps[i]['num_nonfinite_batches'].item() == skipped
+    assert steps[3]['num_batches_tracked'].item() == 2
+    assert torch.isfinite(steps[3]['running_var']).all()
+    assert not torch.equal(steps[3]['running_mean'], steps[0]['running_mean'])
+    # The decision needs no collective of its own.
+    assert [s['reduces'] for s in steps] == [1, 1, 1, 1]
+    for rank in ranks:
+        assert len(rank['messages']) == 1
+        assert rank['messages'][0].startswith('ws_mm: 1.pbn got a training')
+
+
 # ------------------------------------------------------------------ batch mode
 def _record_warnings(fn):
     with warnings.catch_warnings(record=True) as caught:
@@ -362,7 +500,7 @@ def test_checkpoint_layout_and_repr():
         'weight': (1, 32, 1), 'bias': (1, 32, 1),
         'pbn.weight': (64, ), 'pbn.bias': (64, ),
         'pbn.running_mean': (64, ), 'pbn.running_var': (64, ),
-        'pbn.num_batches_tracked': ()
+        'pbn.num_batches_tracked': (), 'pbn.num_nonfinite_batches': ()
     }
     assert torch.equal(bcn.weight, torch.ones(1, 32, 1))
     assert torch.equal(bcn.bias, torch.zeros(1, 32, 1))

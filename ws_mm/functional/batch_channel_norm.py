@@ -8,7 +8,7 @@ per-group affine. The three pieces here are the arithmetic of
 those stages; the modules in :mod:`ws_mm.layers.batch_channel_norm` hold the
 parameters and the estimates.
 """
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -37,7 +37,9 @@ def channel_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
     Ranks with different batch sizes are weighted by their element counts,
     and every rank gets bit-identical results. As with ``SyncBatchNorm``,
     every rank must make the call. A rank with an empty batch contributes
-    nothing; if there are no elements at all the statistics are NaN.
+    nothing; if there are no elements at all the statistics are NaN. A NaN
+    or Inf in any rank's statistics survives the sum, so the result is then
+    not finite on every rank alike.
     """
     dtype = torch.promote_types(x.dtype, torch.float32)
     # Two passes (mean, then the norm of the centered values) over the
@@ -67,7 +69,7 @@ def channel_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 def moving_average_rate(
-        momentum: float,
+        momentum: Optional[float],
         num_batches_tracked: Union[int, Tensor]) -> Union[float, Tensor]:
     """Rate of the running-estimate update number ``t = num_batches_tracked``.
 
@@ -77,16 +79,20 @@ def moving_average_rate(
     mean 0 / variance 1), the next ones form the cumulative average of all
     batches seen, and once ``1 / (t + 1)`` falls below ``momentum`` (after
     ``1 / momentum - 1`` updates) it is an exponential moving average with
-    constant rate ``momentum``.
+    constant rate ``momentum``. ``momentum=None`` is the cumulative average
+    throughout, as with BatchNorm's ``momentum=None``.
 
     The official BCN code leaves this rate undefined (a buffer that starts
     at 0 and is never set, so its estimates never move); this schedule is
     ours. A tensor ``num_batches_tracked`` gives a 0-dim tensor rate on the
     same device, so the update needs no host-device synchronization.
     """
-    if isinstance(num_batches_tracked, Tensor):
-        return (1.0 / (num_batches_tracked + 1)).clamp(min=momentum)
-    return max(momentum, 1.0 / (num_batches_tracked + 1))
+    rate = 1.0 / (num_batches_tracked + 1)
+    if momentum is None:
+        return rate
+    if isinstance(rate, Tensor):
+        return rate.clamp(min=momentum)
+    return max(momentum, rate)
 
 
 def group_norm_group_affine(x: Tensor, num_groups: int, group_weight: Tensor,

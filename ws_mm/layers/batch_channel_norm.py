@@ -4,13 +4,18 @@ Qiao et al., "Micro-Batch Training with Batch-Channel Normalization and
 Weight Standardization", arXiv:1903.10520. The layout follows the official
 code, so its BCN+WS checkpoints load by name: a per-channel stage ``pbn``
 (``weight``, ``bias``, ``running_mean``, ``running_var``,
-``num_batches_tracked``, exactly BatchNorm's keys), then group normalization
-with a per-group affine whose ``weight`` / ``bias`` have shape ``(1, G, 1)``.
+``num_batches_tracked``, exactly BatchNorm's keys, plus our count
+``num_nonfinite_batches``, 0 when a checkpoint lacks it), then group
+normalization with a per-group affine whose ``weight`` / ``bias`` have shape
+``(1, G, 1)``.
 
 Registration in the OpenMMLab registries is done elsewhere; this file only
 needs torch.
 """
+import logging
+import sys
 import warnings
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +25,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..functional.batch_channel_norm import (channel_stats,
                                              group_norm_group_affine,
                                              moving_average_rate)
+
+logger = logging.getLogger('ws_mm')
 
 
 class EstimatedBatchNorm(nn.Module):
@@ -36,6 +43,13 @@ class EstimatedBatchNorm(nn.Module):
     rate of :func:`moving_average_rate`; updating before normalizing means
     the very first training batch is normalized by its own statistics.
 
+    A batch whose statistics are not finite (a NaN or Inf in the input, or
+    an overflow) leaves the estimates unchanged, so it cannot poison every
+    later output; it is counted in the buffer ``num_nonfinite_batches``, and
+    the first one is logged (logger ``ws_mm``) with the layer's name. Under
+    ``torch.distributed`` the decision is taken on the all-reduced
+    statistics, so when any rank's batch is not finite every rank skips.
+
     Deliberately not a ``_BatchNorm``: detectors' ``norm_eval=True`` puts
     every ``_BatchNorm`` in eval mode, which would freeze the estimates, and
     ``SyncBatchNorm.convert_sync_batchnorm`` would replace it by a layer that
@@ -44,12 +58,13 @@ class EstimatedBatchNorm(nn.Module):
     Args:
         num_features: number of channels ``C`` of an ``(N, C, *)`` input.
         eps: added to the variance estimate inside the square root.
-        momentum: the rate the moving average settles at.
+        momentum: the rate the moving average settles at; ``None`` for the
+            cumulative average of all batches.
         affine: learn a per-channel ``weight`` and ``bias``.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5,
-                 momentum: float = 0.1, affine: bool = True):
+                 momentum: Optional[float] = 0.1, affine: bool = True):
         super().__init__()
         self.num_features = num_features
         self.eps = eps
@@ -65,6 +80,9 @@ class EstimatedBatchNorm(nn.Module):
         self.register_buffer('running_var', torch.ones(num_features))
         self.register_buffer('num_batches_tracked',
                              torch.tensor(0, dtype=torch.long))
+        self.register_buffer('num_nonfinite_batches',
+                             torch.tensor(0, dtype=torch.long))
+        self._warned_nonfinite = False
 
     def forward(self, x: Tensor) -> Tensor:
         mean, var = self.running_mean, self.running_var
@@ -82,23 +100,70 @@ class EstimatedBatchNorm(nn.Module):
         batch_mean, batch_var = channel_stats(x)
         dtype = self.running_mean.dtype
         batch_mean, batch_var = batch_mean.to(dtype), batch_var.to(dtype)
+        first = self.num_batches_tracked == 0
         # As the official code, the variance is the batch's second moment
         # around the running mean, E[(x - running_mean)^2] = var + (mean -
         # running_mean)^2: it keeps the batch-to-batch spread, without which
         # a micro-batch (one value per channel, as in ASPP's image pooling at
         # one image) would drive the estimate to 0. The first update has no
         # running mean yet: it takes the batch's own statistics.
-        if self.num_batches_tracked > 0:
+        if not first:
             batch_var = batch_var + (batch_mean - self.running_mean).square()
-        rate = moving_average_rate(self.momentum,
-                                   self.num_batches_tracked.to(dtype))
-        self.running_mean.lerp_(batch_mean, rate)
-        self.running_var.lerp_(batch_var, rate)
+        if not (batch_mean.isfinite().all() and batch_var.isfinite().all()):
+            self._skip_nonfinite_batch()
+            return
+        if first:  # a copy, not a lerp: estimates that are NaN are replaced
+            self.running_mean.copy_(batch_mean)
+            self.running_var.copy_(batch_var)
+        else:
+            rate = moving_average_rate(self.momentum,
+                                       self.num_batches_tracked.to(dtype))
+            self.running_mean.lerp_(batch_mean, rate)
+            self.running_var.lerp_(batch_var, rate)
         self.num_batches_tracked.add_(1)
+
+    def _skip_nonfinite_batch(self) -> None:
+        self.num_nonfinite_batches.add_(1)
+        if not self._warned_nonfinite:
+            self._warned_nonfinite = True
+            logger.warning(
+                'ws_mm: %s got a training batch whose statistics are not '
+                'finite (NaN or Inf) and left its running estimates '
+                'unchanged; such batches are counted in its '
+                'num_nonfinite_batches buffer, without another message',
+                _name_in_running_model(self))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the count, the official BCN code's and
+        # those of a BatchNorm stage (mode='batch') have none: nothing was
+        # counted.
+        state_dict.setdefault(prefix + 'num_nonfinite_batches',
+                              torch.zeros_like(self.num_nonfinite_batches))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         return (f'{self.num_features}, eps={self.eps}, '
                 f'momentum={self.momentum}, affine={self.affine}')
+
+
+def _name_in_running_model(module: nn.Module) -> str:
+    """``module``'s name in the outermost model whose forward is running.
+
+    A module does not know its parents; the models calling it are on the
+    call stack. Outside any model, its class name.
+    """
+    callers = []
+    frame = sys._getframe(1)
+    while frame is not None:
+        caller = frame.f_locals.get('self')
+        if isinstance(caller, nn.Module) and caller is not module:
+            callers.append(caller)
+        frame = frame.f_back
+    for caller in reversed(callers):
+        for name, child in caller.named_modules():
+            if child is module:
+                return name
+    return type(module).__name__
 
 
 class _AnyRankBatchNorm(_BatchNorm):
