@@ -3,11 +3,14 @@
     python tools/convert_pretrained.py SRC DST [--depth 50]
 
 SRC is a checkpoint of the authors' code; DST gets the layout of mmdet's and
-mmseg's ``ResNet`` (see ws_mm.toolbox.pretrained). Every key that could not be
-placed, or whose shape does not fit, is reported, and the tool exits 1
-without writing DST. The authors' BCN+WS models standardize with WS variant
-'B', the GN+WS (JHU) ones with 'A': use the matching
-``conv_cfg=dict(type='ConvWS', variant=...)`` in the config.
+mmseg's ``ResNet`` (see ws_mm.toolbox.pretrained), for offline use; configs
+can instead name SRC (a path or URL) in
+``init_cfg=dict(type='AuthorsPretrained', checkpoint=SRC)``, which converts
+on load with the same code. Every key that could not be placed, or whose
+shape does not fit, is reported, and the tool exits 1 without writing DST.
+The authors' BCN+WS models standardize with WS variant 'B', the GN+WS (JHU)
+ones with 'A': use the matching ``conv_cfg=dict(type='ConvWS', variant=...)``
+in the config.
 """
 import argparse
 import sys
@@ -15,7 +18,7 @@ import sys
 import torch
 
 from ws_mm.toolbox.checkpoint import load_checkpoint_file
-from ws_mm.toolbox.pretrained import convert_authors_resnet
+from ws_mm.toolbox.pretrained import NORM_NAMES, convert_authors_resnet
 
 
 def main(argv=None) -> int:
@@ -29,7 +32,7 @@ def main(argv=None) -> int:
     checkpoint = load_checkpoint_file(args.src, map_location='cpu')
     result = convert_authors_resnet(checkpoint.get('state_dict', checkpoint),
                                     args.depth)
-    print(f'{args.src}: ResNet-{args.depth} with {result.norm.upper()}+WS, '
+    print(f'{args.src}: ResNet-{args.depth} with {NORM_NAMES[result.norm]}, '
           f'{len(result.state_dict)} tensors converted, classifier dropped '
           f'({", ".join(result.dropped) or "none"})')
     for key in result.unplaced:
