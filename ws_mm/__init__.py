@@ -9,6 +9,7 @@ its own checkpoints safely on torch >= 2.6 (see ``ws_mm.toolbox.checkpoint``).
 """
 from .toolbox import hooks, registry  # noqa: F401  (register layers, hook)
 from .toolbox.checkpoint import register_safe_loader
+from .toolbox.recalibration import recalibrate_norm_statistics
 from .deploy import fold_weight_standardization
 from .functional import conv_ws, set_compile, weight_standardization
 from .layers import (BatchChannelNorm, ConvTransposeWS2d, ConvWS1d, ConvWS2d,
@@ -20,5 +21,6 @@ register_safe_loader()
 __all__ = [
     'ConvWS1d', 'ConvWS2d', 'ConvWS3d', 'ConvTransposeWS2d',
     'BatchChannelNorm', 'EstimatedBatchNorm', 'weight_standardization',
-    'conv_ws', 'set_compile', 'fold_weight_standardization', '__version__'
+    'conv_ws', 'set_compile', 'fold_weight_standardization',
+    'recalibrate_norm_statistics', '__version__'
 ]

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _multi_rank() -> bool:
+def multi_rank() -> bool:
+    """Whether a torch.distributed group of more than one rank is running."""
     return (dist.is_available() and dist.is_initialized()
             and dist.get_world_size() > 1)
 
@@ -51,7 +52,7 @@ def channel_stats(x: Tensor) -> Tuple[Tensor, Tensor]:
     mean = rows.sum(2).sum(0).div_(count)
     var = torch.linalg.vector_norm(rows - mean[:, None], dim=2).square_()
     var = var.sum(0).div_(count)
-    if not _multi_rank():
+    if not multi_rank():
         return mean, var
 
     mean64, var64 = mean.double(), var.double()

@@ -1,0 +1,260 @@
+"""Recalibration of normalization statistics (ws_mm.toolbox.recalibration):
+the function on small float64 models against a float64 reference written
+here, on 1 and 2 processes, and the hook in short toolbox runs of the demo
+configs switched to BCN."""
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ws_mm.layers import BatchChannelNorm, EstimatedBatchNorm
+from ws_mm.toolbox.recalibration import (NormRecalibrationHook,
+                                         recalibrate_norm_statistics)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- reference
+def rows(x):
+    return x.transpose(0, 1).flatten(1)
+
+
+def bn_reference(inputs):
+    """BatchNorm's running statistics with momentum=None: the mean of the
+    batch means and of the unbiased batch variances."""
+    means = torch.stack([rows(x).mean(1) for x in inputs])
+    variances = torch.stack([rows(x).var(1, unbiased=True) for x in inputs])
+    return means.mean(0), variances.mean(0)
+
+
+def estimate_reference(inputs):
+    """An estimate stage's update at rate 1 / t: the mean of the batch
+    means, and of the batches' second moments around the estimate before
+    each (the first batch: its variance)."""
+    mean = rows(inputs[0]).mean(1)
+    var = rows(inputs[0]).var(1, unbiased=False)
+    for t, x in enumerate(inputs[1:], start=2):
+        second_moment = (rows(x) - mean[:, None]).square().mean(1)
+        mean = mean + (rows(x).mean(1) - mean) / t
+        var = var + (second_moment - var) / t
+    return mean, var
+
+
+def randn(*shape, seed, mean=0.0, std=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64) * std + mean
+
+
+class Net(nn.Module):
+    """An estimate stage on the input, a BN, a BN frozen as by
+    ``norm_eval=True``, a BCN in a head, and a BN that no batch reaches."""
+
+    def __init__(self):
+        super().__init__()
+        self.est = EstimatedBatchNorm(3, momentum=0.3)
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.bn = nn.BatchNorm2d(6, momentum=None)
+        self.frozen = nn.BatchNorm2d(6)
+        self.head = nn.Sequential(nn.Conv2d(6, 8, 1),
+                                  BatchChannelNorm(8, num_groups=4))
+        self.unused = nn.BatchNorm2d(8)
+        self.double()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.frozen.eval()
+        return self
+
+    def forward(self, x):
+        y = self.frozen(self.bn(self.conv(self.est(x)))).relu()
+        return self.head(y)
+
+
+def record_inputs(model, names):
+    inputs = {name: [] for name in names}
+    for name in names:
+        model.get_submodule(name).register_forward_pre_hook(
+            lambda m, args, name=name: inputs[name].append(args[0].clone()))
+    return inputs
+
+
+@pytest.fixture
+def trained_net():
+    """A Net after some training, evaluated with one submodule in training
+    mode, and its estimates poisoned (NaN), as an older checkpoint's could
+    be."""
+    torch.manual_seed(0)
+    net = Net().train()
+    for seed in range(3):
+        net(randn(2, 3, 6, 6, seed=seed, mean=2.0, std=3.0))
+    net.eval()
+    net.head.train()
+    net.est.running_mean[1] = float('nan')
+    with torch.no_grad():  # statistics from elsewhere, not BN's initial ones
+        net.unused.running_mean.normal_()
+        net.unused.num_batches_tracked.fill_(7)
+    return net
+
+
+BATCHES = [randn(2 + i % 3, 3, 6, 6, seed=10 + i, mean=1.0, std=2.0)
+           for i in range(5)]
+RECALIBRATED = ['est', 'bn', 'head.1.pbn']
+
+
+# ---------------------------------------------------------------- one process
+def test_statistics_are_the_float64_average_over_the_batches(trained_net):
+    net = trained_net
+    modes = {name: m.training for name, m in net.named_modules()}
+    untouched = {name: {k: v.clone() for k, v in
+                        net.get_submodule(name).state_dict().items()}
+                 for name in ('frozen', 'unused')}
+    inputs = record_inputs(net, RECALIBRATED)
+
+    done = recalibrate_norm_statistics(net, iter(BATCHES))
+
+    assert done.batches == len(BATCHES) and done.layers == RECALIBRATED
+    tol = dict(rtol=1e-12, atol=1e-12)
+    for name, reference in (('est', estimate_reference),
+                            ('bn', bn_reference),
+                            ('head.1.pbn', estimate_reference)):
+        layer = net.get_submodule(name)
+        assert len(inputs[name]) == len(BATCHES)
+        mean, var = reference(inputs[name])
+        torch.testing.assert_close(layer.running_mean, mean, **tol)
+        torch.testing.assert_close(layer.running_var, var, **tol)
+        assert layer.num_batches_tracked.item() == len(BATCHES)
+    for name, state in untouched.items():
+        for key, value in net.get_submodule(name).state_dict().items():
+            assert torch.equal(value, state[key]), (name, key)
+    assert {n: m.training for n, m in net.named_modules()} == modes
+    assert (net.est.momentum, net.bn.momentum, net.frozen.momentum,
+            net.head[1].pbn.momentum) == (0.3, None, 0.1, 0.1)
+
+
+def test_the_model_forward_is_replaceable(trained_net):
+    seen = []
+
+    def forward(batch):
+        seen.append((batch['image'], torch.is_grad_enabled()))
+        trained_net(batch['image'])
+
+    done = recalibrate_norm_statistics(
+        trained_net, [dict(image=b) for b in BATCHES[:2]], forward)
+    assert done.batches == 2 and seen == [(b, False) for b in BATCHES[:2]]
+    assert trained_net.bn.num_batches_tracked.item() == 2
+
+
+def test_no_batches_is_an_error_that_changes_nothing(trained_net):
+    state = {k: v.clone() for k, v in trained_net.state_dict().items()}
+    with pytest.raises(ValueError, match='no batches'):
+        recalibrate_norm_statistics(trained_net, [])
+    for key, value in trained_net.state_dict().items():
+        torch.testing.assert_close(value, state[key], rtol=0, atol=0,
+                                   equal_nan=True, msg=key)
+    assert not trained_net.training and trained_net.head.training
+
+
+def test_a_model_without_statistics_is_an_error():
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4)).eval()
+    with pytest.raises(ValueError, match='no BatchNorm or BCN estimate'):
+        recalibrate_norm_statistics(net, [torch.randn(1, 3, 2, 2)])
+    assert not any(m.training for m in net.modules())
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(num_batches=0), 'num_batches must be a positive int'),
+    (dict(num_batches=2.0), 'num_batches must be a positive int'),
+    (dict(when='after_val'), r"unknown when='after_val'; use one of "
+     r"\['before_val', 'end_of_training', 'before_test'\]"),
+])
+def test_hook_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=f'NormRecalibrationHook: {match}'):
+        NormRecalibrationHook(**kwargs)
+
+
+# ---------------------------------------------------------------- two ranks
+@pytest.mark.e2e
+@pytest.mark.dist
+def test_two_ranks_average_over_the_batches_of_both(tmp_path, run_tool):
+    script = Path(__file__).parent / 'dist_scripts' / 'recalibrate.py'
+    proc = run_tool([sys.executable, '-m', 'torch.distributed.run',
+                     '--standalone', '--nproc_per_node=2', str(script),
+                     str(tmp_path)], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
+    for key in ranks[0]['state']:
+        assert torch.equal(ranks[0]['state'][key], ranks[1]['state'][key]), key
+    state = ranks[0]['state']
+    tol = dict(rtol=1e-12, atol=1e-12)
+    # BN: every batch of both ranks counts once.
+    mean, var = bn_reference(ranks[0]['bn'] + ranks[1]['bn'])
+    torch.testing.assert_close(state['2.running_mean'], mean, **tol)
+    torch.testing.assert_close(state['2.running_var'], var, **tol)
+    assert state['2.num_batches_tracked'].item() == 2 * len(ranks[0]['bn'])
+    local, _ = bn_reference(ranks[0]['bn'])
+    assert (local - mean).abs().max() > 0.1  # not rank 0's own average
+    # The estimate stage: each update from the batches of both ranks.
+    mean, var = estimate_reference([torch.cat(pair) for pair in zip(
+        ranks[0]['est'], ranks[1]['est'])])
+    torch.testing.assert_close(state['0.running_mean'], mean, **tol)
+    torch.testing.assert_close(state['0.running_var'], var, **tol)
+
+
+# ----------------------------------------------------- the hook in a real run
+DEMOS = {
+    'mmdet': dict(
+        config='mask-rcnn_r18_fpn_gn-ws-all_1xb2-500it_demo-coco.py',
+        data='coco/', norms=['backbone', 'neck', 'roi_head.bbox_head',
+                             'roi_head.mask_head']),
+    'mmseg': dict(
+        config='deeplabv3_r18-d16_gn-ws-all_1xb2-500it_demo-voc-256x256.py',
+        data='VOCdevkit/VOC2012', norms=['backbone', 'decode_head',
+                                         'auxiliary_head']),
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize('toolbox', ['mmdet', 'mmseg'])
+def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
+        tmp_path, demo_data, run_tool, toolbox):
+    demo = DEMOS[toolbox]
+    config = tmp_path / 'config.py'
+    config.write_text(
+        f"_base_ = ['{ROOT / 'configs/demo' / demo['config']}']\n"
+        "custom_hooks = [dict(type='NormRecalibrationHook', num_batches=3, "
+        "when='end_of_training')]\n")
+    data_root = f"{demo_data.root / demo['data']}"
+    options = [f'{loader}.dataset.data_root={data_root}' for loader in (
+        'train_dataloader', 'val_dataloader', 'test_dataloader')]
+    if toolbox == 'mmdet':
+        options += [f'{evaluator}.ann_file={data_root}/annotations/'
+                    'instances_val2017.json'
+                    for evaluator in ('val_evaluator', 'test_evaluator')]
+    options += [f'model.{part}.norm_cfg.type=BCN' for part in demo['norms']]
+    options += ['model.backbone.norm_eval=False', 'train_cfg.max_iters=2',
+                'train_cfg.val_interval=2',
+                'default_hooks.checkpoint.interval=2', 'randomness.seed=0']
+    work_dir = tmp_path / 'work'
+    proc = run_tool([sys.executable, 'tools/train.py', str(config),
+                     '--work-dir', str(work_dir), '--cfg-options', *options])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    state = torch.load(work_dir / 'iter_2.pth',
+                       weights_only=False)['state_dict']
+    counts = {k: int(v) for k, v in state.items()
+              if k.endswith('pbn.num_batches_tracked')}
+    # Two training batches, then three of recalibration that replaced them,
+    # before the last checkpoint: in every part, heads included.
+    for part in demo['norms']:
+        assert any(k.startswith(part) for k in counts), part
+    assert set(counts.values()) == {3}, counts
+    log = next(work_dir.glob('*/*.log')).read_text()
+    found = re.findall(r'NormRecalibrationHook: recalibrated the statistics '
+                       r'of (\d+) normalization layers over 3 training '
+                       r'batches', log)
+    assert found == [str(len(counts))]
+    # ... and before the final validation, which ran after it.
+    assert log.index('NormRecalibrationHook') < log.rindex('Iter(val)')
