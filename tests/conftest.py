@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +90,13 @@ def load_tool():
 
 def _run_tool(args, env=None, timeout=TOOL_TIMEOUT):
     """Run ``args`` from the repo root as a user would; return the completed
-    process with its output. One thread per process: numbers compared across
-    processes must not depend on the machine's core count. On timeout the
-    whole process group goes (torchrun's workers too), then it fails."""
+    process with its output. The launchers run the interpreter running the
+    tests (``PYTHON``, see tools/python.sh), whichever environment that is.
+    One thread per process: numbers compared across processes must not
+    depend on the machine's core count. On timeout the whole process group
+    goes (torchrun's workers too), then it fails."""
     env = {**{k: v for k, v in os.environ.items() if k not in FOREIGN_ENV},
-           'OMP_NUM_THREADS': '1', **(env or {})}
+           'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1', **(env or {})}
     proc = subprocess.Popen(args, cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)

@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
 # The launcher behind dist_train.sh and dist_test.sh: torchrun with the
-# toolboxes' variables (NNODES, NODE_RANK, MASTER_ADDR, PORT), the repo's
-# .venv python if there is one (or $PYTHON).
+# toolboxes' variables (NNODES, NODE_RANK, MASTER_ADDR, PORT), with the Python
+# that tools/python.sh chooses.
 #   bash tools/torchrun.sh NPROC SCRIPT [arguments]
 set -euo pipefail
 NPROC=$1
 shift
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-venv_python=$here/../.venv/bin/python
-PYTHON=${PYTHON:-$([ -x "$venv_python" ] && echo "$venv_python" || echo python3)}
+source "$(dirname "${BASH_SOURCE[0]}")/python.sh"
 
 exec "$PYTHON" -m torch.distributed.run \
     --nnodes="${NNODES:-1}" \
