@@ -9,6 +9,8 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+import ws_mm
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,6 +66,21 @@ def test_import_ws_mm_is_cheap_and_quiet():
 
 
 @pytest.mark.e2e
+def test_pip_install_e_adds_ws_mm_alone():
+    """In an environment that has the stack (this one: torch, a compiled
+    mmcv 2.1), ``pip install -e .`` installs ws_mm and touches nothing else:
+    setup.py's ranges admit what is there."""
+    run = subprocess.run(
+        [sys.executable, '-m', 'pip', 'install', '--dry-run',
+         '--disable-pip-version-check', '--no-build-isolation', '-e',
+         str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    (line, ) = [line for line in run.stdout.splitlines()
+                if line.startswith('Would install')]
+    assert line.split()[2:] == [f'ws_mm-{ws_mm.__version__}']
+
+
+@pytest.mark.e2e
 def test_setup_is_idempotent():
     """A second run decides that everything is there and installs nothing."""
     freeze = [sys.executable, '-m', 'pip', 'freeze', '--all']
@@ -72,7 +89,9 @@ def test_setup_is_idempotent():
     # The interpreter running the tests is the 3.11 the script asks for;
     # python3 on PATH need not be.
     env = dict(os.environ, PYTHON=sys.executable)
-    run = subprocess.run(['bash', str(ROOT / 'tools/setup_env.sh')],
+    # The stack of the environment running the tests.
+    stack = 'oldest' if Path(sys.prefix) == ROOT / '.venv-oldest' else 'main'
+    run = subprocess.run(['bash', str(ROOT / 'tools/setup_env.sh'), stack],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     decisions = [line for line in run.stdout.splitlines()

@@ -4,9 +4,16 @@ import collections
 import pytest
 import torch
 from mmengine.config import Config
+from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import _load_checkpoint
 
-from ws_mm.toolbox.checkpoint import UNSAFE_LOAD_ENV, UnsafeCheckpointError
+from ws_mm.toolbox.checkpoint import (UNSAFE_LOAD_ENV, WEIGHTS_ONLY_BY_DEFAULT,
+                                      UnsafeCheckpointError,
+                                      load_from_local_safely)
+
+needs_weights_only = pytest.mark.skipif(
+    not WEIGHTS_ONLY_BY_DEFAULT,
+    reason='torch < 2.6 unpickles anything; ws_mm loads as the toolboxes do')
 from ws_mm.toolbox.checks import (ConfigError, check_checkpoints,
                                   check_datasets, check_gpu_only_options,
                                   check_layer_types)
@@ -41,9 +48,16 @@ def test_known_types_pass_in_every_scope():
     dict(type='SyncBN', requires_grad=True),
     dict(type='BCN', num_groups=32, mode='batch', sync_bn=True)
 ])
-def test_syncbn_on_cpu_is_refused_with_the_fix(norm_cfg):
-    with pytest.raises(ConfigError, match="type='BN'.*to run on CPU"):
-        check_gpu_only_options(model_cfg(norm_cfg=norm_cfg))
+def test_syncbn_on_cpu_is_refused_only_when_distributed(norm_cfg):
+    # Not distributed, mmengine's Runner makes it BN: nothing to refuse.
+    check_gpu_only_options(model_cfg(norm_cfg=norm_cfg))
+    with pytest.raises(ConfigError, match="type='BN'.*several CPU processes"):
+        check_gpu_only_options(model_cfg(norm_cfg=norm_cfg), distributed=True)
+    cfg = model_cfg(norm_cfg=dict(type='BN'))
+    cfg.sync_bn = 'torch'
+    check_gpu_only_options(cfg)
+    with pytest.raises(ConfigError, match="sync_bn='torch'.*remove it"):
+        check_gpu_only_options(cfg, distributed=True)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='checks the CPU path')
@@ -126,6 +140,12 @@ def test_runner_checkpoints_load_through_mmengine(runner_checkpoint):
     assert buffer.mean() > 0  # a real HistoryBuffer, with its methods
 
 
+def test_the_safe_loader_is_mmengine_s_where_torch_is_weights_only():
+    ours = CheckpointLoader._schemes[''] is load_from_local_safely
+    assert ours == WEIGHTS_ONLY_BY_DEFAULT
+
+
+@needs_weights_only
 def test_foreign_pickles_are_refused_unless_opted_in(tmp_path, monkeypatch):
     # (conftest.py unsets UNSAFE_LOAD_ENV before every test)
     path = tmp_path / 'foreign.pth'

@@ -4,11 +4,16 @@ import collections
 import math
 import re
 import shutil
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
+
+from ws_mm.toolbox.checkpoint import WEIGHTS_ONLY_BY_DEFAULT
+from ws_mm.toolbox.demo_data import as_cfg_options, data_root_options
 
 pytestmark = pytest.mark.e2e
 
@@ -162,6 +167,114 @@ def test_two_process_train_resume_and_test(tmp_path, demo_data, dist_run,
         assert 0.0 <= record['mIoU'] <= 100.0
 
 
+@pytest.mark.dist
+def test_two_nodes_train_resume_and_test(tmp_path, demo_data, run_tool,
+                                         free_port):
+    """Two launches of tools/dist_*.sh, node ranks 0 and 1, one process each,
+    meeting at MASTER_ADDR:PORT on this machine, as on two hosts."""
+    def on_two_nodes(*args):
+        port = str(free_port())
+
+        def node(rank):
+            return run_tool(['bash', *args],
+                            env={'NNODES': '2', 'NODE_RANK': str(rank),
+                                 'MASTER_ADDR': '127.0.0.1', 'PORT': port})
+
+        with ThreadPoolExecutor(2) as pool:
+            return [check(p) for p in pool.map(node, (0, 1))]
+
+    data = ['--cfg-options',
+            *as_cfg_options(data_root_options('mmseg', demo_data.root))]
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    node0, _ = on_two_nodes('tools/dist_train.sh', str(SEG_DEMO), '1',
+                            '--work-dir', str(straight), *data, *SHORT_RUN)
+    # mmengine logs the world size as 'GPU number'.
+    assert 'GPU number: 2' in node0.stdout + node0.stderr
+    assert (straight / 'iter_3.pth').is_file()
+
+    # mmseg's --resume takes the newest checkpoint of the work dir.
+    resumed.mkdir()
+    shutil.copy(straight / 'iter_2.pth', resumed / 'iter_2.pth')
+    (resumed / 'last_checkpoint').write_text(str(resumed / 'iter_2.pth'))
+    node0, _ = on_two_nodes('tools/dist_train.sh', str(SEG_DEMO), '1',
+                            '--work-dir', str(resumed), '--resume', *data,
+                            *SHORT_RUN)
+    assert 'resumed epoch: 0, iter: 2' in node0.stdout + node0.stderr
+    assert (resumed / 'iter_3.pth').is_file()
+    assert not (resumed / 'iter_1.pth').exists()
+
+    tested = tmp_path / 'tested'
+    on_two_nodes('tools/dist_test.sh', str(SEG_DEMO),
+                 str(resumed / 'iter_3.pth'), '1', '--work-dir', str(tested),
+                 *data)
+    assert 0 <= metrics_of(tested, 'mIoU')['mIoU'] <= 100
+
+
+@pytest.fixture(scope='module')
+def slurm_cluster(tmp_path_factory):
+    """Slurm's controller and node daemon on this machine for the tests of
+    this module (tests/slurm_cluster.sh), stopped afterwards."""
+    folder = tmp_path_factory.mktemp('slurm')
+    script = str(ROOT / 'tests/slurm_cluster.sh')
+    start = subprocess.run(['bash', script, 'start', str(folder)],
+                           capture_output=True, text=True, timeout=600)
+    try:
+        assert start.returncode == 0, start.stdout + start.stderr
+        yield {'SLURM_CONF': str(folder / 'slurm.conf')}
+    finally:
+        subprocess.run(['bash', script, 'stop', str(folder)], timeout=60)
+
+
+@pytest.mark.dist
+def test_slurm_train_and_test(tmp_path, demo_data, run_tool, free_port,
+                              slurm_cluster):
+    """tools/slurm_train.sh and slurm_test.sh through a real srun: 2 tasks
+    on a CPU-only node (GPUS_PER_NODE=0), gloo, rank 0 on the first node."""
+    env = dict(slurm_cluster, GPUS='2', GPUS_PER_NODE='0', CPUS_PER_TASK='1')
+    data = ['--cfg-options',
+            *as_cfg_options(data_root_options('mmseg', demo_data.root))]
+    work_dir = tmp_path / 'train'
+    proc = check(run_tool(
+        ['bash', 'tools/slurm_train.sh', 'debug', 'ws_mm_train', str(SEG_DEMO),
+         str(work_dir), *data, *SHORT_RUN],
+        env=dict(env, MASTER_PORT=str(free_port()))))
+    assert 'GPU number: 2' in proc.stdout + proc.stderr
+    assert (work_dir / 'iter_3.pth').is_file()
+
+    test_dir = tmp_path / 'test'
+    check(run_tool(
+        ['bash', 'tools/slurm_test.sh', 'debug', 'ws_mm_test', str(SEG_DEMO),
+         str(work_dir / 'iter_3.pth'), '--work-dir', str(test_dir), *data],
+        env=dict(env, MASTER_PORT=str(free_port()))))
+    assert 0 <= metrics_of(test_dir, 'mIoU')['mIoU'] <= 100
+
+
+def test_syncbn_trains_in_one_process_on_cpu(tmp_path, demo_data, run_tool):
+    """As in the toolboxes: a run that is not distributed turns SyncBN, and
+    the per-channel stage of BCN(sync_bn=True), into BN (mmengine's Runner
+    does), so a GPU config runs on a CPU machine."""
+    config = tmp_path / 'syncbn.py'
+    config.write_text(SEG_BCN.format(demo=SEG_DEMO, data=demo_data.root) + """
+norm_cfg = dict(type='BCN', num_groups=32, mode='batch', sync_bn=True)
+model.update(backbone=dict(norm_cfg=dict(_delete_=True, type='SyncBN',
+                                          requires_grad=True)),
+             decode_head=dict(norm_cfg=norm_cfg),
+             auxiliary_head=dict(norm_cfg=norm_cfg))
+""")
+    work_dir = tmp_path / 'work'
+    proc = check(run_tool([sys.executable, 'tools/train.py', str(config),
+                           '--work-dir', str(work_dir), '--cfg-options',
+                           'train_cfg.max_iters=1',
+                           'train_cfg.val_interval=100']))
+    assert 'will be automatically reverted to BatchNormXd' in proc.stdout
+    state = torch.load(work_dir / 'iter_1.pth', weights_only=False)
+    counts = {k: int(v) for k, v in state['state_dict'].items()
+              if k.endswith('num_batches_tracked')}
+    # The statistics were kept, by BN in the place of SyncBN.
+    assert counts['backbone.stem.1.num_batches_tracked'] == 1, counts
+    assert counts['decode_head.bottleneck.bcn.pbn.num_batches_tracked'] == 1
+
+
 def test_the_toolbox_own_train_py_runs_our_config(tmp_path, demo_data,
                                                  run_tool):
     """custom_imports in the config is enough for mmdet's own tools."""
@@ -179,7 +292,8 @@ def test_the_toolbox_own_train_py_runs_our_config(tmp_path, demo_data,
 
 
 @pytest.mark.parametrize('case', [
-    'typo', 'missing_data', 'unreachable_pretrained', 'syncbn_on_cpu', 'amp',
+    'typo', 'missing_data', 'unreachable_pretrained', 'distributed_syncbn',
+    'amp',
     'foreign_checkpoint'
 ])
 def test_bad_input_stops_early_with_one_line(tmp_path, demo_data, run_tool,
@@ -203,17 +317,21 @@ def test_bad_input_stops_early_with_one_line(tmp_path, demo_data, run_tool,
                     f"checkpoint='http://127.0.0.1:{refused_port}/"
                     "resnet18_gn_ws.pth')))\n")
         expected = 'to train from scratch'
-    elif case == 'syncbn_on_cpu':
+    elif case == 'distributed_syncbn':
         if torch.cuda.is_available():
             pytest.skip('checks the CPU path')
-        options = ['--cfg-options', 'model.backbone.norm_cfg.type=SyncBN']
-        expected = "norm_cfg=dict(type='BN'"
+        # The check runs before the process group starts.
+        options = ['--launcher', 'pytorch', '--cfg-options',
+                   'model.backbone.norm_cfg.type=SyncBN']
+        expected = 'several CPU processes'
     elif case == 'amp':
         if torch.cuda.is_available():
             pytest.skip('checks the CPU path')
         options = ['--amp']
         expected = 'drop --amp'
     else:
+        if not WEIGHTS_ONLY_BY_DEFAULT:
+            pytest.skip('torch < 2.6 unpickles anything, as the toolboxes do')
         foreign = tmp_path / 'foreign.pth'
         torch.save({'state_dict': {}, 'extra': collections.deque()}, foreign)
         tool, positional = 'tools/test.py', [str(foreign)]

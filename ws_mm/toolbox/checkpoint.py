@@ -10,7 +10,9 @@ checkpoints contain. A checkpoint with anything else is refused with the
 names of the types and the explicit opt-in that loads it anyway.
 
 Importing ws_mm registers :func:`load_from_local_safely` as mmengine's loader
-for local files, so the toolboxes' own tools benefit as well.
+for local files, so the toolboxes' own tools benefit as well. On older torch,
+whose ``torch.load`` unpickles anything by default, loading is left as the
+toolboxes do it.
 """
 import os
 import os.path as osp
@@ -25,6 +27,11 @@ except ImportError:
     from numpy.core import multiarray as _multiarray
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
+from mmengine.utils import digit_version
+
+#: torch.load's default, and what the toolboxes' checkpoints meet.
+WEIGHTS_ONLY_BY_DEFAULT = digit_version(torch.__version__) >= digit_version(
+    '2.6.0')
 
 #: Set to 1 to load checkpoints with arbitrary pickled objects (trusted files only).
 UNSAFE_LOAD_ENV = 'WS_MM_UNSAFE_LOAD'
@@ -70,8 +77,9 @@ class UnsafeCheckpointError(RuntimeError):
 
 
 def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
-    """``torch.load`` with ``weights_only=True`` plus mmengine's own types."""
-    if os.environ.get(UNSAFE_LOAD_ENV) == '1':
+    """``torch.load`` with ``weights_only=True`` plus mmengine's own types
+    (before torch 2.6: ``torch.load`` as the toolboxes call it)."""
+    if not WEIGHTS_ONLY_BY_DEFAULT or os.environ.get(UNSAFE_LOAD_ENV) == '1':
         return torch.load(filename, map_location=map_location,
                           weights_only=False)
     with torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS):
@@ -86,7 +94,7 @@ def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
 def check_checkpoint_is_safe(filename: str) -> None:
     """Raise :class:`UnsafeCheckpointError` if loading ``filename`` would
     need pickled types beyond mmengine's own, without loading it."""
-    if os.environ.get(UNSAFE_LOAD_ENV) == '1':
+    if not WEIGHTS_ONLY_BY_DEFAULT or os.environ.get(UNSAFE_LOAD_ENV) == '1':
         return
     try:
         found = torch.serialization.get_unsafe_globals_in_checkpoint(filename)
@@ -110,6 +118,9 @@ def load_from_local_safely(filename: str, map_location: Any = None) -> Any:
 
 
 def register_safe_loader() -> None:
-    """Make mmengine load local checkpoints with :func:`load_from_local_safely`."""
+    """Make mmengine load local checkpoints with :func:`load_from_local_safely`
+    where ``torch.load`` is weights-only by default."""
+    if not WEIGHTS_ONLY_BY_DEFAULT:
+        return
     CheckpointLoader.register_scheme(prefixes='', force=True)(
         load_from_local_safely)

@@ -3,8 +3,8 @@
 The toolboxes find most config mistakes late: a typo in a layer type when the
 model is built (with a message that does not name the type), a missing
 dataset folder when the first batch is loaded, an unreachable pretrained
-checkpoint after the work dir and logs exist, SyncBN on a CPU deep inside the
-first forward. :func:`check_config` finds them first and raises
+checkpoint after the work dir and logs exist, SyncBN in a distributed CPU run
+deep inside the first forward. :func:`check_config` finds them first and raises
 :class:`ConfigError` with one line saying what is wrong and what to do.
 """
 import difflib
@@ -56,20 +56,32 @@ def check_layer_types(cfg: Config) -> None:
                 f'{path}: unknown layer type {name!r}; {hint}')
 
 
-def check_gpu_only_options(cfg: Config, amp: bool = False) -> None:
-    """SyncBN and AMP need CUDA: on a CPU machine, say so before training."""
+def check_gpu_only_options(cfg: Config, amp: bool = False,
+                           distributed: bool = False) -> None:
+    """On a machine without CUDA, say before training what cannot run.
+
+    SyncBN (and ``BCN(sync_bn=True)``) is refused only in a distributed run:
+    without one, mmengine's Runner turns it into plain BN, as the toolboxes
+    do on any machine. torch synchronizes batch statistics on CUDA only.
+    """
     if torch.cuda.is_available():
         return
-    for path, layer in _layer_cfgs(cfg):
-        if layer['type'] in GPU_ONLY_NORMS or layer.get('sync_bn'):
+    if distributed:
+        for path, layer in _layer_cfgs(cfg):
+            if layer['type'] in GPU_ONLY_NORMS or layer.get('sync_bn'):
+                raise ConfigError(
+                    f'{path} = {dict(layer)} synchronizes batch statistics '
+                    'across processes, which torch does on CUDA GPUs only, '
+                    'and this machine has none: use '
+                    "norm_cfg=dict(type='BN', requires_grad=True) (or "
+                    'sync_bn=False) for per-process statistics, or a GN / '
+                    "BCN mode='estimate' config, to run on several CPU "
+                    'processes')
+        if cfg.get('sync_bn'):
             raise ConfigError(
-                f'{path} = {dict(layer)} synchronizes batch statistics across '
-                'GPUs, and this machine has no CUDA GPU: use '
-                "norm_cfg=dict(type='BN', requires_grad=True) (or a GN / BCN "
-                'config, whose statistics need no GPU) to run on CPU')
-    if cfg.get('sync_bn'):
-        raise ConfigError(f"sync_bn={cfg.sync_bn!r} needs CUDA GPUs; remove "
-                          'it to run on CPU')
+                f'sync_bn={cfg.sync_bn!r} converts BN to SyncBN, which torch '
+                'runs on CUDA GPUs only; remove it to run on several CPU '
+                'processes')
     wrapper = cfg.get('optim_wrapper', {}).get('type')
     if amp or wrapper == 'AmpOptimWrapper':
         raise ConfigError(
@@ -148,12 +160,13 @@ def check_checkpoints(cfg: Config) -> None:
                 'scratch') from None
 
 
-def check_config(cfg: Config, *, training: bool, amp: bool = False) -> None:
+def check_config(cfg: Config, *, training: bool, amp: bool = False,
+                 distributed: bool = False) -> None:
     """All checks a train (``training=True``) or test run needs."""
     if not isinstance(cfg, (Config, ConfigDict)):
         raise TypeError(f'expected an mmengine Config, got {type(cfg)}')
     check_layer_types(cfg)
-    check_gpu_only_options(cfg, amp=amp)
+    check_gpu_only_options(cfg, amp=amp, distributed=distributed)
     check_datasets(cfg, ('train_dataloader', 'val_dataloader')
                    if training else ('test_dataloader', ))
     check_checkpoints(cfg)

@@ -117,7 +117,8 @@ def prepare(tool: str, argv: List[str]) -> Plan:
         cfg.load_from = args.checkpoint
     elif args.resume not in (None, 'auto'):
         cfg.load_from = args.resume
-    check_config(cfg, training=tool == 'train', amp=args.amp)
+    check_config(cfg, training=tool == 'train', amp=args.amp,
+                 distributed=args.launcher != 'none')
 
     argv = [str(toolbox_script(scope, tool)), *argv]
     if args.launcher == 'none' or torch.cuda.is_available():
