@@ -1,13 +1,20 @@
-"""tools/convert_pretrained.py on checkpoints written in the authors' layout.
+"""The authors' checkpoints, converted offline (tools/convert_pretrained.py)
+and on load (``init_cfg=dict(type='AuthorsPretrained', checkpoint=...)``).
 
 The authors' ResNet is rebuilt here the way their code builds it
 (torchvision's Bottleneck: conv1/bn1/conv2/bn2/conv3/bn3/downsample, stride on
-the 3x3, every module behind DataParallel's ``module.``), so the test checks
+the 3x3, every module behind DataParallel's ``module.``), so the tests check
 names AND numbers: after conversion mmdet's ResNet computes the same features.
 """
+import copy
+import re
+from pathlib import Path
+
 import pytest
 import torch
 from mmdet.models.backbones import ResNet
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from ws_mm.layers import BatchChannelNorm, ConvWS2d
@@ -19,8 +26,10 @@ def convert_pretrained(load_tool):
 
 
 def authors_norm(kind, channels):
-    if kind == 'bcn':
-        return BatchChannelNorm(channels, 32, mode='estimate')
+    if kind == 'bcn':  # the authors' BCN: a BatchNorm2d `pbn`, then groups
+        return BatchChannelNorm(channels, 32, mode='batch')
+    if kind == 'bn':  # torchvision's own ResNet
+        return nn.BatchNorm2d(channels)
     return nn.GroupNorm(32, channels)
 
 
@@ -50,15 +59,18 @@ class AuthorsBottleneck(nn.Module):
         return self.relu(out + identity)
 
 
-class AuthorsResNet50(nn.Module):
-    def __init__(self, kind, variant):
+BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+class AuthorsResNet(nn.Module):
+    def __init__(self, kind, variant, depth=50):
         super().__init__()
         self.conv1 = ConvWS2d(3, 64, 7, 2, 3, bias=False, variant=variant)
         self.bn1 = authors_norm(kind, 64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin, layers = 64, []
-        for i, (blocks, width) in enumerate(zip((3, 4, 6, 3),
+        for i, (blocks, width) in enumerate(zip(BLOCKS[depth],
                                                 (64, 128, 256, 512))):
             stage = []
             for b in range(blocks):
@@ -80,11 +92,13 @@ class AuthorsResNet50(nn.Module):
 
 
 def randomize(model):
-    """Non-trivial values in every parameter and estimate."""
+    """Non-trivial values in every parameter, estimate and counter."""
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
-            if tensor.is_floating_point():
+            if name.endswith('num_batches_tracked'):
+                tensor.fill_(450450)
+            elif tensor.is_floating_point():
                 if name.endswith('running_var'):
                     tensor.copy_(torch.rand(tensor.shape, generator=g) + 0.5)
                 else:
@@ -96,7 +110,7 @@ def randomize(model):
 @pytest.mark.parametrize('kind,variant', [('bcn', 'B'), ('gn', 'A')])
 def test_converted_checkpoint_reproduces_the_authors_features(
         tmp_path, convert_pretrained, kind, variant):
-    authors = AuthorsResNet50(kind, variant)
+    authors = AuthorsResNet(kind, variant)
     randomize(authors)
     authors.eval()
     src = tmp_path / 'authors.pth'
@@ -128,7 +142,7 @@ def test_converted_checkpoint_reproduces_the_authors_features(
 
 def test_keys_that_cannot_be_placed_are_reported(tmp_path, capsys,
                                                  convert_pretrained):
-    authors = AuthorsResNet50('gn', 'A')
+    authors = AuthorsResNet('gn', 'A')
     state = {f'module.{k}': v for k, v in authors.state_dict().items()}
     state['module.layer1.0.bn1.estbn_moving_speed'] = torch.zeros(1)
     del state['module.layer4.2.conv3.weight']
@@ -139,3 +153,182 @@ def test_keys_that_cannot_be_placed_are_reported(tmp_path, capsys,
     assert 'could not place: layer1.0.gn1.estbn_moving_speed' in out
     assert 'missing in source: layer4.2.conv3.weight' in out
     assert not dst.exists()
+
+
+# --------------------------------------------------------------------------
+# init_cfg=dict(type='AuthorsPretrained', checkpoint=...): converted on load.
+
+ROOT = Path(__file__).resolve().parents[1]
+NORM_CFG = {'bcn': dict(type='BCN', num_groups=32),
+            'gn': dict(type='GN', num_groups=32), 'bn': dict(type='BN')}
+
+
+def authors_file(tmp_path, kind, variant, depth=50, prefix='module.'):
+    """The authors' model with random weights and their checkpoint file."""
+    authors = AuthorsResNet(kind, variant, depth)
+    randomize(authors)
+    state = {f'{prefix}{k}': v for k, v in authors.state_dict().items()}
+    path = tmp_path / f'{kind}-r{depth}.pth.tar'
+    torch.save({'state_dict': state, 'epoch': 90}, path)
+    return authors, state, str(path)
+
+
+def toolbox_key(key, abbr):
+    """Where an authors' key belongs in the toolboxes' ResNet: no
+    ``module.``; a torchvision norm slot ``bnN`` is named ``{abbr}N``."""
+    parts = key.split('.')[1:] if key.startswith('module.') else key.split('.')
+    return '.'.join(f'{abbr}{p[2:]}' if re.fullmatch(r'bn\d', p) else p
+                    for p in parts)
+
+
+def build_backbone(scope, depth, kind, variant, checkpoint, **init):
+    conv_cfg = dict(type='ConvWS', variant=variant) if variant else None
+    with DefaultScope.overwrite_default_scope(scope):
+        registry = __import__(f'{scope}.registry',
+                              fromlist=['MODELS']).MODELS
+        return registry.build(dict(
+            type='ResNet', depth=depth, conv_cfg=conv_cfg,
+            norm_cfg=NORM_CFG[kind], norm_eval=False,
+            init_cfg=dict(type='AuthorsPretrained', checkpoint=checkpoint,
+                          **init)))
+
+
+def assert_loaded(backbone, state, abbr):
+    """Every tensor of the file is where it belongs, and every tensor of the
+    backbone came from the file but ws_mm's own count of skipped batches."""
+    ours = backbone.state_dict()
+    placed = set()
+    for key, value in state.items():
+        if '.fc.' in f'.{key}':
+            continue
+        target = toolbox_key(key, abbr)
+        assert torch.equal(ours[target], value), (key, target)
+        placed.add(target)
+    for key in set(ours) - placed:
+        assert key.endswith('.pbn.num_nonfinite_batches') and ours[key] == 0
+    assert placed <= set(ours)
+
+
+def assert_same_features(backbone, authors):
+    for model in (backbone, authors):
+        model.eval()  # mmdet's ResNet.train() returns None
+        model.double()
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        for ours, theirs in zip(backbone(x), authors.features(x)):
+            torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('depth', [50, pytest.param(101, marks=pytest.mark.slow)])
+@pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
+@pytest.mark.parametrize('kind,variant', [('bcn', 'B'), ('gn', 'A')])
+def test_initializer_converts_the_authors_checkpoint(tmp_path, kind, variant,
+                                                     scope, depth):
+    authors, state, path = authors_file(tmp_path, kind, variant, depth)
+    assert any(k.startswith('module.layer1.0.bn1.') for k in state)
+    backbone = build_backbone(scope, depth, kind, variant, path)
+    backbone.init_weights()
+    assert_loaded(backbone, state, kind)
+    assert_same_features(backbone, authors)
+
+
+def test_torchvision_layout_and_converted_files_pass_through(tmp_path):
+    # torchvision's BN ResNet: no prefix, BN in the bn slots, a classifier
+    # (the keys are those of plain convs whatever the variant)
+    authors, state, path = authors_file(tmp_path, 'bn', 'A', prefix='')
+    backbone = build_backbone('mmdet', 50, 'bn', None, path)
+    backbone.init_weights()
+    assert_loaded(backbone, state, 'bn')
+    # a file already in the toolboxes' layout (BCN: bcn1, layer1.0.bcn1.pbn)
+    authors, state, path = authors_file(tmp_path, 'bcn', 'B')
+    first = build_backbone('mmdet', 50, 'bcn', 'B', path)
+    first.init_weights()
+    converted = tmp_path / 'converted.pth'
+    torch.save({'state_dict': first.state_dict()}, converted)
+    again = build_backbone('mmseg', 50, 'bcn', 'B', str(converted))
+    again.init_weights()
+    assert_loaded(again, state, 'bcn')
+
+
+@pytest.mark.parametrize('model,message', [
+    (dict(depth=101, kind='gn', variant='A'),
+     r'holds a ResNet-50, the model is a ResNet-101'),
+    (dict(depth=50, kind='bcn', variant='A'),
+     r'holds a ResNet with GN layers, but the model has BCN layers'),
+    (dict(depth=50, kind='gn', variant=None),
+     r"the model's convs are plain: set conv_cfg=dict\(type='ConvWS', "
+     r"variant='A'\)"),
+    (dict(depth=50, kind='gn', variant='B'),
+     r"trained with WS variant 'A', the model standardizes with \['B'\]"),
+])
+def test_a_file_that_does_not_fit_is_refused(tmp_path, model, message):
+    _, _, path = authors_file(tmp_path, 'gn', 'A')
+    backbone = build_backbone('mmdet', model['depth'], model['kind'],
+                              model['variant'], path)
+    with pytest.raises(ValueError, match=re.escape(path) + '.*' + message):
+        backbone.init_weights()
+
+
+def test_a_ws_variant_change_can_be_allowed(tmp_path):
+    """As the authors' DeepLabV3 code runs their variant-B BCN+WS weights
+    with variant-A convs."""
+    _, state, path = authors_file(tmp_path, 'bcn', 'B')
+    backbone = build_backbone('mmseg', 50, 'bcn', 'A', path,
+                              allow_ws_variant_change=True)
+    backbone.init_weights()
+    assert_loaded(backbone, state, 'bcn')
+
+
+def test_every_key_that_cannot_be_placed_is_reported(tmp_path):
+    authors = AuthorsResNet('gn', 'A')
+    state = {f'module.{k}': v for k, v in authors.state_dict().items()}
+    state['module.layer1.0.bn1.estbn_moving_speed'] = torch.zeros(1)
+    state['module.layer2.0.bn2.weight'] = torch.ones(7)
+    del state['module.layer4.2.conv3.weight']
+    path = tmp_path / 'authors.pth'
+    torch.save(state, path)  # a bare state dict, as the authors publish
+    backbone = build_backbone('mmdet', 50, 'gn', 'A', str(path))
+    with pytest.raises(ValueError) as error:
+        backbone.init_weights()
+    lines = str(error.value).splitlines()
+    assert lines[0] == f'{path} does not fit ResNet:'
+    assert sorted(line.strip() for line in lines[1:]) == sorted([
+        'could not place: layer1.0.gn1.estbn_moving_speed',
+        f'missing in {path}: layer4.2.conv3.weight',
+        'shape mismatch: layer2.0.gn2.weight is (7,), the model wants '
+        '(128,)'])
+
+
+def test_not_a_state_dict_is_refused(tmp_path):
+    path = tmp_path / 'list.pth'
+    torch.save([torch.zeros(1)], path)
+    backbone = build_backbone('mmdet', 50, 'gn', 'A', str(path))
+    with pytest.raises(ValueError, match='expected a state dict of tensors'):
+        backbone.init_weights()
+
+
+@pytest.mark.parametrize('config,kind,variant,depth', [
+    ('mask_rcnn/mask-rcnn_r50_fpn_bcn-ws-all_8xb2-2x_coco.py', 'bcn', 'B',
+     50),
+    ('deeplabv3/deeplabv3_r101b-d16_bcn-ws-all_8xb2-50e_voc12aug-513x513.py',
+     'bcn', 'B', 101),
+    ('deeplabv3/deeplabv3_r101b-d16_gn-ws-all_8xb2-50e_voc12aug-513x513.py',
+     'gn', 'A', 101),
+])
+def test_configs_load_the_authors_weights(tmp_path, config, kind, variant,
+                                          depth):
+    """The whole model's init_weights() (the Runner's path) puts the file's
+    tensors into the backbone; only the file name is the test's."""
+    cfg = Config.fromfile(str(ROOT / 'configs' / config))
+    init = cfg.model.backbone.init_cfg
+    assert init.type == 'AuthorsPretrained'
+    assert init.checkpoint.startswith('http')
+    _, state, path = authors_file(tmp_path, kind, variant, depth)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg.checkpoint = path
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        registry = __import__(f'{cfg.default_scope}.registry',
+                              fromlist=['MODELS']).MODELS
+        model = registry.build(model_cfg)
+    model.init_weights()
+    assert_loaded(model.backbone, state, kind)

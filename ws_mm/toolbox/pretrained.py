@@ -45,6 +45,7 @@ class Conversion(NamedTuple):
     unplaced: List[str]   # converted keys the ResNet does not have
     missing: List[str]    # ResNet keys the source does not have
     bad_shapes: List[Tuple[str, tuple, tuple]]  # key, source's, ResNet's
+    counters: List[str]   # integer counters the source lacks (kept as built)
 
     @property
     def complete(self) -> bool:
@@ -103,16 +104,22 @@ def convert(state_dict: Dict[str, Tensor],
             expected: Dict[str, Tensor]) -> Conversion:
     """``state_dict`` renamed onto the keys of ``expected`` (a ResNet's state
     dict), with every key that could not be placed, is missing, or has the
-    wrong shape."""
+    wrong shape. Integer counters (``num_batches_tracked`` of older files,
+    BCN's ``num_nonfinite_batches``) the source lacks are not missing: the
+    model keeps the value it was built with."""
     norm = detect_norm(state_dict)
     renamed, dropped = rename(state_dict, abbr=norm)
+    absent = [k for k in expected if k not in renamed]
+    counters = [k for k in absent if expected[k].dim() == 0
+                and not expected[k].is_floating_point()]
     return Conversion(
         renamed, norm, dropped,
         unplaced=[k for k in renamed if k not in expected],
-        missing=[k for k in expected if k not in renamed],
+        missing=[k for k in absent if k not in counters],
         bad_shapes=[(k, tuple(renamed[k].shape), tuple(expected[k].shape))
                     for k in renamed
-                    if k in expected and renamed[k].shape != expected[k].shape])
+                    if k in expected and renamed[k].shape != expected[k].shape],
+        counters=counters)
 
 
 def resnet_state_dict(depth: int, norm: str) -> Dict[str, Tensor]:
@@ -150,8 +157,7 @@ class AuthorsPretrainedInit:
 
     A checkpoint whose norm, depth or WS use does not fit the model, or with
     keys that cannot be placed, missing or of the wrong shape, raises
-    ValueError naming the file and every such key. Missing
-    ``num_batches_tracked`` counters (older PyTorch files) are logged.
+    ValueError naming the file and every such key.
     """
 
     def __init__(self, checkpoint: str, map_location: str = 'cpu',
@@ -173,12 +179,9 @@ class AuthorsPretrainedInit:
         result = convert(state_dict, expected)
         self._check_kind(module, result, expected)
 
-        counters = [k for k in result.missing
-                    if k.endswith('num_batches_tracked')]
-        missing = [k for k in result.missing if k not in counters]
         problems = (
             [f'could not place: {k}' for k in result.unplaced] +
-            [f'missing in {src}: {k}' for k in missing] +
+            [f'missing in {src}: {k}' for k in result.missing] +
             [f'shape mismatch: {k} is {got}, the model wants {want}'
              for k, got, want in result.bad_shapes])
         if problems:
@@ -189,8 +192,8 @@ class AuthorsPretrainedInit:
             f'{src}: {len(result.state_dict)} tensors loaded '
             f'({NORM_NAMES[result.norm]} ResNet), classifier dropped '
             f'({", ".join(result.dropped) or "none"})'
-            + (f'; not in the file, left at 0: {", ".join(counters)}'
-               if counters else ''), logger='current')
+            + (f'; {len(result.counters)} counters not in the file kept as '
+               'built' if result.counters else ''), logger='current')
         if hasattr(module, '_params_init_info'):
             update_init_info(module, init_info=f'{type(self).__name__}: '
                              f'load from {src}')
