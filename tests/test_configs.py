@@ -39,6 +39,8 @@ CONFIGS = sorted(
 IDS = [str(p.relative_to(CONFIG_DIR)) for p in CONFIGS]
 FULL_SIZE = [p for p in CONFIGS if p.parent.name != 'demo']
 FULL_IDS = [str(p.relative_to(CONFIG_DIR)) for p in FULL_SIZE]
+# The paper's Table 11 family: the authors' DeepLabV3 protocol.
+TABLE11 = [p for p in FULL_SIZE if '-d16_' in p.name and '-50e_' in p.name]
 
 # The submodules the GN+WS / BCN+WS switch covers, per toolbox, and the convs
 # in them that stay plain on purpose (the predictors, as in mmdet's gn+ws).
@@ -113,6 +115,7 @@ def kind(path):
     name = path.name
     norm = ('bcn-ws' if '_bcn-ws-all_' in name else
             'gn-ws' if '_gn-ws-all_' in name else
+            'bn-ws' if '_bn-ws-all_' in name else
             'gn' if '_gn-all_' in name else 'bn')
     depth = int(re.search(r'_r(\d+)b?[-_]', name).group(1))
     return norm, depth
@@ -136,10 +139,12 @@ def test_config_says_what_it_is(path):
     batch = int(re.search(r'_\d+xb(\d+)-', path.name).group(1))
     assert cfg.train_dataloader.batch_size == batch
 
-    conv_cfgs = [get(model, f'{m}.conv_cfg') for m in SWITCHED[tb]]
-    norm_cfgs = [get(model, f'{m}.norm_cfg') for m in SWITCHED[tb]]
-    if norm in ('gn-ws', 'bcn-ws'):
-        variant = 'B' if norm == 'bcn-ws' else 'A'
+    parts = [m for m in SWITCHED[tb] if get(model, m) is not None]
+    conv_cfgs = [get(model, f'{m}.conv_cfg') for m in parts]
+    norm_cfgs = [get(model, f'{m}.norm_cfg') for m in parts]
+    if norm.endswith('-ws'):
+        # the authors' DeepLabV3 code runs every WS row with variant A
+        variant = 'B' if norm == 'bcn-ws' and path not in TABLE11 else 'A'
         for conv_cfg in conv_cfgs:
             assert conv_cfg['type'] == 'ConvWS'
             assert conv_cfg.get('variant', 'A') == variant
@@ -150,8 +155,14 @@ def test_config_says_what_it_is(path):
         for norm_cfg in norm_cfgs:
             assert norm_cfg['type'] == expected_norm
             assert norm_cfg['num_groups'] == 32
-    if norm == 'bcn-ws':
+    elif path in TABLE11:  # BN rows: SyncBN with the authors' momenta
+        assert [n['momentum'] for n in norm_cfgs] == [0.05, 0.0003]
+        assert {n['type'] for n in norm_cfgs} == {'SyncBN'}
+    if norm == 'bcn-ws' and path in TABLE11:  # as the authors' DeepLabV3
+        assert all(n['mode'] == 'batch' and n['sync_bn'] for n in norm_cfgs)
+    elif norm == 'bcn-ws':  # the micro-batch form
         assert all(n['mode'] == 'estimate' for n in norm_cfgs)
+    if norm == 'bcn-ws':
         assert model.backbone.norm_eval is False
     if tb == 'mmdet' and norm != 'bn':
         assert model.roi_head.bbox_head.type == 'Shared4Conv1FCBBoxHead'
@@ -165,10 +176,42 @@ def test_config_says_what_it_is(path):
         assert cfg.param_scheduler[1].milestones == [20, 23]
     elif '-20k_' in path.name:
         assert cfg.train_cfg.max_iters == 20000
+    elif '-50e_' in path.name:  # lr * (1 - iter / max_iter) ** 0.9
+        assert cfg.train_cfg.max_epochs == 50
+        [poly] = cfg.param_scheduler
+        assert (poly.type, poly.power, poly.eta_min, poly.end) == (
+            'PolyLR', 0.9, 0, 50)
+        assert poly.by_epoch and poly.convert_to_iter_based
+        assert cfg.optim_wrapper.optimizer == dict(
+            type='SGD', lr=0.007, momentum=0.9, weight_decay=1e-4)
     else:
         iters = int(re.search(r'-(\d+)it_', path.name).group(1))
         assert cfg.train_cfg.type == 'IterBasedTrainLoop'
         assert cfg.train_cfg.max_iters == iters
+
+
+AUTHORS_URLS = {
+    'bcn-ws': 'https://cs.jhu.edu/~syqiao/BatchChannelNormalization/'
+              'rn{depth}_bcn_ws.pth',
+    'gn-ws': 'http://cs.jhu.edu/~syqiao/WeightStandardization/'
+             'R-{depth}-GN-WS.pth.tar',
+}
+# Table 11: each row from the ImageNet weights the authors' DeepLabV3 loads
+# (the BCN+WS file under the name their DeepLabV3 README gives).
+TABLE11_WEIGHTS = {
+    'bn': dict(type='AuthorsPretrained', checkpoint='https://download.pytorch'
+               '.org/models/resnet101-5d3b4d8f.pth'),
+    'gn': dict(type='Pretrained',
+               checkpoint='open-mmlab://detectron/resnet101_gn'),
+    'gn-ws': dict(type='AuthorsPretrained',
+                  checkpoint=AUTHORS_URLS['gn-ws'].format(depth=101)),
+    'bn-ws': dict(type='AuthorsPretrained',
+                  checkpoint='checkpoints/resnet101_bn_ws.pth'),
+    'bcn-ws': dict(type='AuthorsPretrained',
+                   checkpoint='https://cs.jhu.edu/~syqiao/'
+                   'BatchChannelNormalization/rn101-bcn-ws.pth.tar',
+                   allow_ws_variant_change=True),
+}
 
 
 @pytest.mark.parametrize('path', FULL_SIZE, ids=FULL_IDS)
@@ -177,6 +220,10 @@ def test_pretrained_backbone(path):
     tb = toolbox(cfg)
     norm, depth = kind(path)
     backbone = cfg.model.backbone
+    if path in TABLE11:
+        assert backbone.init_cfg == TABLE11_WEIGHTS[norm]
+        assert (backbone.type, backbone.deep_stem) == ('ResNet', False)
+        return
     if tb == 'mmseg' and norm == 'bn':  # stock: ResNetV1c via `pretrained`
         assert backbone.type == 'ResNetV1c'
         assert cfg.model.pretrained == f'open-mmlab://resnet{depth}_v1c'
@@ -185,18 +232,19 @@ def test_pretrained_backbone(path):
         'bn': f'torchvision://resnet{depth}',
         'gn': f'open-mmlab://detectron/resnet{depth}_gn',
         'gn-ws': f'open-mmlab://jhu/resnet{depth}_gn_ws',
-        'bcn-ws': f'checkpoints/resnet{depth}_bcn_ws.pth',
-    }[norm]
-    assert backbone.init_cfg == dict(type='Pretrained', checkpoint=expected)
+    }.get(norm)
+    if norm == 'bcn-ws':  # named by URL, converted on load
+        assert backbone.init_cfg == dict(
+            type='AuthorsPretrained',
+            checkpoint=AUTHORS_URLS[norm].format(depth=depth))
+    else:
+        assert backbone.init_cfg == dict(type='Pretrained',
+                                         checkpoint=expected)
     if tb == 'mmseg':
         # torchvision-style checkpoints: the v1b stem, named "r50b"/"r101b".
         assert backbone.type == 'ResNet'
         assert cfg.model.pretrained is None
         assert f'_r{depth}b-' in path.name
-    text = path.read_text()
-    if norm == 'bcn-ws':  # the conversion command is given
-        assert 'tools/convert_pretrained.py' in text
-        assert f'checkpoints/resnet{depth}_bcn_ws.pth' in text
 
 
 DEMOS = [p for p in CONFIGS if p.parent.name == 'demo']
@@ -267,7 +315,8 @@ EXTRA_KEYS = {
 }
 
 
-@pytest.mark.parametrize('path', FULL_SIZE, ids=FULL_IDS)
+@pytest.mark.parametrize('path', [p for p in FULL_SIZE if p not in TABLE11],
+                         ids=lambda p: p.name)
 def test_only_the_switch_differs_from_stock(path):
     cfg = load(path)
     tb = toolbox(cfg)
@@ -317,8 +366,8 @@ def strip_pretrained(obj):
 
 def _is_pretrained(init_cfg):
     items = init_cfg if isinstance(init_cfg, (list, tuple)) else [init_cfg]
-    return any(isinstance(i, dict) and i.get('type') == 'Pretrained'
-               for i in items)
+    return any(isinstance(i, dict) and i.get('type') in (
+        'Pretrained', 'AuthorsPretrained') for i in items)
 
 
 def submodule(model, dotted):
@@ -333,8 +382,11 @@ def check_layers(model, cfg, tb):
     if not any_ws_cfg:
         assert not any(isinstance(m, WS_CONVS) for m in model.modules())
     for dotted in SWITCHED[tb]:
-        part = submodule(model, dotted)
         sub_cfg = get(cfg.model, dotted)
+        if sub_cfg is None:  # no auxiliary head
+            assert not hasattr(model, dotted.split('.')[0]), dotted
+            continue
+        part = submodule(model, dotted)
         conv_cfg, norm_cfg = sub_cfg.get('conv_cfg'), sub_cfg.get('norm_cfg')
         convs = {n: m for n, m in part.named_modules()
                  if isinstance(m, nn.modules.conv._ConvNd)}
@@ -458,3 +510,95 @@ def test_build_and_train_one_step(path):
             # estimates move in training only (frozen stages are in eval)
             expected = 1 if m.training else 0
             assert int(m.pbn.num_batches_tracked) == expected
+
+
+# --------------------------------------------------------------------------
+# Table 11: the authors' DeepLabV3 protocol, one config per row.
+
+
+def test_table11_has_every_row():
+    assert sorted(kind(p)[0] for p in TABLE11) == [
+        'bcn-ws', 'bn', 'bn-ws', 'gn', 'gn-ws']
+
+
+@pytest.mark.parametrize('path', TABLE11, ids=lambda p: p.name)
+def test_table11_rows_differ_in_normalization_and_weights_only(path):
+    norm, _ = kind(path)
+    [bn_row] = [p for p in TABLE11 if kind(p)[0] == 'bn']
+    allowed = [r'(conv_cfg|norm_cfg|head_norm_cfg)\..*',
+               r'model\.(backbone|decode_head)\.(conv_cfg|norm_cfg)\..*',
+               r'model\.backbone\.init_cfg\..*']
+    if norm == 'gn':  # Detectron's GN weights want Caffe-style input
+        allowed.append(r'model\.data_preprocessor\.(mean|std|bgr_to_rgb)')
+    unexpected = sorted(k for k in diff(load(bn_row), load(path))
+                        if not any(re.fullmatch(p, k) for p in allowed))
+    assert unexpected == []
+
+
+@pytest.mark.parametrize('path', TABLE11, ids=lambda p: p.name)
+def test_table11_protocol(path):
+    """The settings of the authors' main.py / pascal.py / deeplab.py."""
+    cfg = load(path)
+    model = cfg.model
+    assert model.data_preprocessor.size == (513, 513)
+    assert model.data_preprocessor.test_cfg == dict(size=(513, 513))
+    assert (model.data_preprocessor.pad_val,
+            model.data_preprocessor.seg_pad_val) == (0, 255)
+    train = cfg.train_dataloader
+    assert train.batch_size == 2 and '_8xb2-' in path.name  # 16 in total
+    assert train.dataset.ann_file.endswith('trainaug.txt')  # 10,582 images
+    assert train.dataset.data_prefix.seg_map_path == 'SegmentationClassAug'
+    transforms = {t.type: t for t in train.dataset.pipeline}
+    assert transforms['RandomCrop'].crop_size == (513, 513)
+    assert transforms['RandomCrop'].get('cat_max_ratio', 1.0) == 1.0
+    assert transforms['RandomResize'].ratio_range == (0.5, 2.0)
+    assert 'PhotoMetricDistortion' not in transforms
+    assert not any(t.type.endswith('Resize')
+                   for t in cfg.val_dataloader.dataset.pipeline)
+    backbone, head = model.backbone, model.decode_head
+    assert backbone.strides == (1, 2, 2, 1)
+    assert backbone.dilations == (1, 1, 1, 2)
+    assert backbone.contract_dilation is True
+    assert model.auxiliary_head is None
+    assert (head.type, head.dilations, head.channels) == (
+        'ASPPHead', (1, 6, 12, 18), 256)
+    assert head.dropout_ratio == 0 and head.align_corners is True
+    assert head.loss_decode.avg_non_ignore is True
+
+
+@pytest.mark.parametrize('path', TABLE11, ids=lambda p: p.name)
+def test_table11_model_structure(path):
+    """Output stride 16, the ASPP rates, image pooling, no auxiliary head,
+    SyncBN where the row names it, WS convs where the switch puts them."""
+    cfg = load(path)
+    norm, _ = kind(path)
+    model_cfg = copy.deepcopy(cfg.model)
+    strip_pretrained(model_cfg)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        from mmseg.registry import MODELS
+        model = MODELS.build(model_cfg)
+    model.init_weights()
+    synced = [m for m in model.modules() if isinstance(m, nn.SyncBatchNorm)]
+    if norm in ('bn', 'bn-ws', 'bcn-ws'):
+        assert synced
+        if norm == 'bcn-ws':
+            bcns = [m for m in model.modules()
+                    if isinstance(m, BatchChannelNorm)]
+            assert {type(m.pbn) for m in bcns} == {nn.SyncBatchNorm}
+    else:
+        assert not synced
+    check_layers(model, cfg, 'mmseg')
+    assert not model.with_auxiliary_head
+
+    backbone, head = model.backbone, model.decode_head
+    assert len(backbone.layer3) == 23 and hasattr(backbone, 'conv1')
+    assert [b.conv2.dilation for b in backbone.layer4] == [
+        (1, 1), (2, 2), (2, 2)]
+    assert [m.conv.dilation for m in head.aspp_modules] == [
+        (1, 1), (6, 6), (12, 12), (18, 18)]
+    assert isinstance(head.image_pool[0], nn.AdaptiveAvgPool2d)
+    assert head.dropout is None
+    model = revert_sync_batchnorm(model).eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, 64, 64))
+    assert features[-1].shape[-2:] == (4, 4)  # output stride 16

@@ -5,15 +5,13 @@
 # total batch B use lr = 0.01 * B / 16). Crop 512x512.
 _base_ = './deeplabv3_r50b-d8_bcn-ws-all_8xb2-20k_voc12aug-512x512.py'
 
-# ImageNet-pretrained BCN+WS ResNet-101 of the BCN authors (WS variant 'B'),
-# converted to mmseg's ResNet names first:
-#   python tools/convert_pretrained.py SRC \
-#       checkpoints/resnet101_bcn_ws.pth --depth 101
-# (SRC: the authors' ResNet-101 BCN+WS checkpoint; the path is relative to
-# the repository root, where tools/train.py runs).
+# ImageNet-pretrained BCN+WS ResNet-101 of the BCN authors (WS variant 'B';
+# Batch-Channel-Normalization/imagenet/README.md), downloaded and converted
+# to the mmseg ResNet's names on load.
 model = dict(
     backbone=dict(
         depth=101,
         init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/resnet101_bcn_ws.pth')))
+            type='AuthorsPretrained',
+            checkpoint='https://cs.jhu.edu/~syqiao/BatchChannelNormalization/'
+            'rn101_bcn_ws.pth')))

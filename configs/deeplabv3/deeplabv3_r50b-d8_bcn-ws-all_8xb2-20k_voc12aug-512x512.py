@@ -13,12 +13,9 @@ _base_ = [
 crop_size = (512, 512)
 data_preprocessor = dict(size=crop_size)
 
-# ImageNet-pretrained BCN+WS ResNet-50 of the BCN authors (WS variant 'B'),
-# converted to mmseg's ResNet names first:
-#   python tools/convert_pretrained.py SRC \
-#       checkpoints/resnet50_bcn_ws.pth
-# (SRC: the authors' ResNet-50 BCN+WS checkpoint; the path is relative to the
-# repository root, where tools/train.py runs).
+# ImageNet-pretrained BCN+WS ResNet-50 of the BCN authors (WS variant 'B';
+# Batch-Channel-Normalization/imagenet/README.md), downloaded and converted
+# to the mmseg ResNet's names on load.
 # They are torchvision-style ResNets (one 7x7 stem conv): mmseg's stock
 # ResNetV1c has a deep stem (three 3x3 convs) that they do not fit, so the
 # backbone is mmseg's `ResNet` (v1b stem; hence "r50b" in the name, as in
@@ -32,8 +29,9 @@ model = dict(
     backbone=dict(
         type='ResNet',
         init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/resnet50_bcn_ws.pth')),
+            type='AuthorsPretrained',
+            checkpoint='https://cs.jhu.edu/~syqiao/BatchChannelNormalization/'
+            'rn50_bcn_ws.pth')),
     decode_head=dict(num_classes=21),  # as mmseg's stock config
     auxiliary_head=dict(num_classes=21))
 

@@ -5,15 +5,13 @@
 # Schedule 2x: 24 epochs, LR x0.1 after epochs 16 and 22.
 _base_ = './mask-rcnn_r50_fpn_bcn-ws-all_8xb2-2x_coco.py'
 
-# ImageNet-pretrained BCN+WS ResNet-101 of the BCN authors (WS variant 'B'),
-# converted to mmdet's ResNet names first:
-#   python tools/convert_pretrained.py SRC \
-#       checkpoints/resnet101_bcn_ws.pth --depth 101
-# (SRC: the authors' ResNet-101 BCN+WS checkpoint; the path is relative to
-# the repository root, where tools/train.py runs).
+# ImageNet-pretrained BCN+WS ResNet-101 of the BCN authors (WS variant 'B';
+# Batch-Channel-Normalization/imagenet/README.md), downloaded and converted
+# to the mmdet ResNet's names on load.
 model = dict(
     backbone=dict(
         depth=101,
         init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/resnet101_bcn_ws.pth')))
+            type='AuthorsPretrained',
+            checkpoint='https://cs.jhu.edu/~syqiao/BatchChannelNormalization/'
+            'rn101_bcn_ws.pth')))

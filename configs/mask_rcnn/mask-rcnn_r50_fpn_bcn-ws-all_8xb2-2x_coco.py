@@ -10,14 +10,12 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 
-# ImageNet-pretrained BCN+WS ResNet-50 of the BCN authors (WS variant 'B'),
-# converted to mmdet's ResNet names first:
-#   python tools/convert_pretrained.py SRC \
-#       checkpoints/resnet50_bcn_ws.pth
-# (SRC: the authors' ResNet-50 BCN+WS checkpoint; the path is relative to
-# the repository root, where tools/train.py runs).
+# ImageNet-pretrained BCN+WS ResNet-50 of the BCN authors (WS variant 'B';
+# Batch-Channel-Normalization/imagenet/README.md), downloaded and converted
+# to the mmdet ResNet's names on load.
 model = dict(
     backbone=dict(
         init_cfg=dict(
-            type='Pretrained',
-            checkpoint='checkpoints/resnet50_bcn_ws.pth')))
+            type='AuthorsPretrained',
+            checkpoint='https://cs.jhu.edu/~syqiao/BatchChannelNormalization/'
+            'rn50_bcn_ws.pth')))
