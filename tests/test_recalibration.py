@@ -221,11 +221,15 @@ DEMOS = {
 def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
         tmp_path, demo_data, run_tool, toolbox):
     demo = DEMOS[toolbox]
-    config = tmp_path / 'config.py'
-    config.write_text(
-        f"_base_ = ['{ROOT / 'configs/demo' / demo['config']}']\n"
-        "custom_hooks = [dict(type='NormRecalibrationHook', num_batches=3, "
-        "when='end_of_training')]\n")
+
+    def config(when):
+        path = tmp_path / f'{when}.py'
+        path.write_text(
+            f"_base_ = ['{ROOT / 'configs/demo' / demo['config']}']\n"
+            "custom_hooks = [dict(type='NormRecalibrationHook', "
+            f"num_batches=3, when='{when}')]\n")
+        return str(path)
+
     data_root = f"{demo_data.root / demo['data']}"
     options = [f'{loader}.dataset.data_root={data_root}' for loader in (
         'train_dataloader', 'val_dataloader', 'test_dataloader')]
@@ -238,8 +242,9 @@ def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
                 'train_cfg.val_interval=2',
                 'default_hooks.checkpoint.interval=2', 'randomness.seed=0']
     work_dir = tmp_path / 'work'
-    proc = run_tool([sys.executable, 'tools/train.py', str(config),
-                     '--work-dir', str(work_dir), '--cfg-options', *options])
+    proc = run_tool([sys.executable, 'tools/train.py',
+                     config('end_of_training'), '--work-dir', str(work_dir),
+                     '--cfg-options', *options])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     state = torch.load(work_dir / 'iter_2.pth',
@@ -252,9 +257,23 @@ def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
         assert any(k.startswith(part) for k in counts), part
     assert set(counts.values()) == {3}, counts
     log = next(work_dir.glob('*/*.log')).read_text()
-    found = re.findall(r'NormRecalibrationHook: recalibrated the statistics '
-                       r'of (\d+) normalization layers over 3 training '
-                       r'batches', log)
-    assert found == [str(len(counts))]
+    assert recalibrations(log) == [str(len(counts))]
     # ... and before the final validation, which ran after it.
     assert log.index('NormRecalibrationHook') < log.rindex('Iter(val)')
+
+    # A checkpoint recalibrated before testing it (tools/test.py).
+    test_dir = tmp_path / 'test'
+    proc = run_tool([sys.executable, 'tools/test.py', config('before_test'),
+                     str(work_dir / 'iter_2.pth'), '--work-dir',
+                     str(test_dir), '--cfg-options', *options])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = next(test_dir.glob('*/*.log')).read_text()
+    assert recalibrations(log) == [str(len(counts))]
+    assert log.index('NormRecalibrationHook') < log.rindex('Iter(test)')
+
+
+def recalibrations(log):
+    """The layer counts of the hook's log lines (3 batches each)."""
+    return re.findall(r'NormRecalibrationHook: recalibrated the statistics '
+                      r'of (\d+) normalization layers over 3 training '
+                      r'batches', log)
