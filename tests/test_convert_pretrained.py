@@ -219,7 +219,8 @@ def assert_same_features(backbone, authors):
             torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize('depth', [50, pytest.param(101, marks=pytest.mark.slow)])
+@pytest.mark.parametrize('depth', [
+    50, pytest.param(101, marks=pytest.mark.slow)])
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
 @pytest.mark.parametrize('kind,variant', [('bcn', 'B'), ('gn', 'A')])
 def test_initializer_converts_the_authors_checkpoint(tmp_path, kind, variant,

@@ -116,9 +116,10 @@ def convert(state_dict: Dict[str, Tensor],
         renamed, norm, dropped,
         unplaced=[k for k in renamed if k not in expected],
         missing=[k for k in absent if k not in counters],
-        bad_shapes=[(k, tuple(renamed[k].shape), tuple(expected[k].shape))
-                    for k in renamed
-                    if k in expected and renamed[k].shape != expected[k].shape],
+        bad_shapes=[
+            (k, tuple(renamed[k].shape), tuple(expected[k].shape))
+            for k in renamed
+            if k in expected and renamed[k].shape != expected[k].shape],
         counters=counters)
 
 
