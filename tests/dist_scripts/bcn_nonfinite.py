@@ -50,6 +50,7 @@ try:
         model(x)
         steps.append(dict(reduces=reduces, **{
             k: v.clone() for k, v in model[1].pbn.state_dict().items()}))
-    torch.save(dict(steps=steps, messages=messages), f'{out_dir}/rank{rank}.pt')
+    torch.save(dict(steps=steps, messages=messages),
+               f'{out_dir}/rank{rank}.pt')
 finally:
     dist.destroy_process_group()
