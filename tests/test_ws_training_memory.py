@@ -1,8 +1,11 @@
-"""In training a WS conv keeps no second copy of its weight for the backward.
+"""In training a WS conv keeps no second copy of its weight for the backward,
+and allocates no more weight-sized memory than a plain conv.
 
 The conv's backward needs W_hat; ws_mm recomputes it then instead of keeping
 it from the forward. These tests check that nothing weight-sized but W itself
-is kept, that the gradients are exactly those of torch's own conv class run
+is kept, that a training step allocates weight-sized memory only where a
+plain conv does (W_hat goes into a reused buffer, the gradient is formed in
+the convolution backward's), that the gradients are exactly those of torch's own conv class run
 with W_hat (ws_mm's function, tested against an independent float64
 reference in test_weight_standardization.py; autograd keeps W_hat there),
 for every conv type and padding, and that autograd's guarantees survive: the
@@ -14,6 +17,8 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
@@ -79,6 +84,30 @@ CASES = {
                                                     padding=1, groups=2),
 }
 SHAPES = {'1d': (2, 4, 9), '3d': (2, 4, 5, 5, 5)}
+
+
+def weight_sized_allocations(conv, x):
+    """The ops that allocate at least the weight's size in one training step
+    (after a first one: buffers reused across steps are made there)."""
+    nbytes = conv.weight.numel() * conv.weight.element_size()
+    conv(x).sum().backward()
+    with profile(activities=[ProfilerActivity.CPU],
+                 profile_memory=True) as prof:
+        conv(x).sum().backward()
+    return sorted(e.name for e in prof.events()
+                  if e.self_cpu_memory_usage >= nbytes)
+
+
+@pytest.mark.parametrize('plain,ws,dims', [(nn.Conv1d, ConvWS1d, 1),
+                                           (nn.Conv2d, ConvWS2d, 2),
+                                           (nn.Conv3d, ConvWS3d, 3)])
+def test_a_training_step_allocates_as_a_plain_conv_does(plain, ws, dims):
+    torch.manual_seed(0)
+    x = torch.randn((2, 32) + (6, ) * dims, requires_grad=True)
+    allocations = weight_sized_allocations(plain(32, 64, 3, padding=1), x)
+    assert allocations  # the weight's gradient, at least
+    assert weight_sized_allocations(ws(32, 64, 3, padding=1),
+                                    x) == allocations
 
 
 @pytest.mark.parametrize('case', list(CASES))

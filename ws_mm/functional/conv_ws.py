@@ -17,7 +17,8 @@ from torch import Tensor
 
 from .weight_standardization import (WSVariant, _restandardize_rows,
                                      _RowStats, _standardize_rows,
-                                     _standardize_rows_backward, filter_rows,
+                                     _standardize_rows_backward, _workspace,
+                                     filter_rows,
                                      unfilter_rows, weight_standardization)
 
 GradHook = Callable[[Tensor], Optional[Tensor]]
@@ -75,8 +76,8 @@ class _WSConvolution(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
                 spec: WSVariant, args: ConvArgs,
                 hook: Optional[GradHook]) -> Tensor:
-        w_hat, stats = _standardize_rows(
-            filter_rows(weight, args.transposed, args.groups), spec)
+        rows = filter_rows(weight, args.transposed, args.groups)
+        w_hat, stats = _standardize_rows(rows, spec, out=_workspace(rows))
         ctx.save_for_backward(x, weight, stats.mean, stats.scale, stats.root)
         ctx.divisor, ctx.spec, ctx.args, ctx.hook = (stats.divisor, spec, args,
                                                      hook)
@@ -93,15 +94,16 @@ class _WSConvolution(torch.autograd.Function):
         if torch.is_grad_enabled():  # backward(create_graph=True)
             return _differentiable_backward(ctx, grad_out, x, weight)
         stats = _RowStats(mean, scale, root, ctx.divisor)
-        rows = _restandardize_rows(
-            filter_rows(weight, args.transposed, args.groups), stats)
+        rows = filter_rows(weight, args.transposed, args.groups)
+        rows = _restandardize_rows(rows, stats, out=_workspace(rows))
         w_hat = unfilter_rows(rows, weight.shape, args.transposed, args.groups)
         grad_x, grad_w_hat, grad_bias = torch.ops.aten.convolution_backward(
             grad_out, x, w_hat.to(x.dtype), ctx.bias_sizes, *args,
             [need_x, True, need_bias])
         if hook is not None:
             replaced = hook(grad_w_hat)  # a tensor hook's contract
-            grad_w_hat = grad_w_hat if replaced is None else replaced
+            # the closed form overwrites its input, which the hook may hold
+            grad_w_hat = (grad_w_hat if replaced is None else replaced).clone()
         grad_rows = _standardize_rows_backward(
             filter_rows(grad_w_hat, args.transposed, args.groups), rows, stats)
         grad_w = unfilter_rows(grad_rows, weight.shape, args.transposed,

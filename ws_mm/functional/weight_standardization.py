@@ -29,6 +29,7 @@ Statistics are computed in float32 (or float64 for float64 weights), also for
 half-precision weights or under autocast: in fp16 a filter with small spread
 loses all its precision.
 """
+import threading
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -111,9 +112,11 @@ class _RowStats(NamedTuple):
     divisor: int   # of the variance: fan_in - 1 (unbiased) or fan_in
 
 
-def _standardize_rows(rows: Tensor, spec: WSVariant) -> Tuple[Tensor, _RowStats]:
+def _standardize_rows(rows: Tensor, spec: WSVariant,
+                      out: Optional[Tensor] = None) -> Tuple[Tensor, _RowStats]:
     """``W_hat`` of a ``(filters, fan_in)`` matrix and its statistics, no
-    autograd. ``W_hat`` is in the statistics' dtype (float32 or float64).
+    autograd. ``W_hat`` is in the statistics' dtype (float32 or float64),
+    written into ``out`` if given (see :func:`_workspace`).
 
     In-place eager ops: row reductions through ``var`` / ``mean`` are several
     times slower than ``sum`` / ``vector_norm`` on CPU.
@@ -122,18 +125,42 @@ def _standardize_rows(rows: Tensor, spec: WSVariant) -> Tuple[Tensor, _RowStats]
     divisor = w.shape[1] - int(spec.unbiased)
     eps_in, eps_after = (spec.eps, 0.0) if spec.eps_in_sqrt else (0.0, spec.eps)
     mean = w.sum(1, keepdim=True).div_(w.shape[1])
-    centered = w - mean
+    centered = torch.sub(w, mean, out=out)
     root = torch.linalg.vector_norm(centered, dim=1, keepdim=True)
     root = root.square_().div_(divisor).add_(eps_in).sqrt_()
     scale = (root + eps_after).reciprocal_()
     return centered.mul_(scale), _RowStats(mean, scale, root, divisor)
 
 
-def _restandardize_rows(rows: Tensor, stats: _RowStats) -> Tensor:
+def _restandardize_rows(rows: Tensor, stats: _RowStats,
+                        out: Optional[Tensor] = None) -> Tensor:
     """``W_hat`` again from saved statistics, without the reductions;
     bit-equal to :func:`_standardize_rows`' (the same ops)."""
     w = rows.to(stats.mean.dtype)
-    return (w - stats.mean).mul_(stats.scale)
+    return torch.sub(w, stats.mean, out=out).mul_(stats.scale)
+
+
+_WORKSPACES = threading.local()
+
+
+def _workspace(rows: Tensor) -> Optional[Tensor]:
+    """A buffer for a transient ``W_hat`` of ``rows`` (in the statistics'
+    dtype) on CPU; ``None`` (allocate as usual) elsewhere.
+
+    A fresh weight-sized tensor on CPU comes from the OS in new pages, and
+    faulting them in costs more than all of WS's arithmetic. One buffer per
+    thread and dtype, as large as the largest weight seen, serves every WS
+    layer in turn: the forward's W_hat lives until its convolution returns,
+    the backward's until the gradient is formed.
+    """
+    if rows.device.type != 'cpu':  # CUDA's caching allocator reuses memory
+        return None
+    dtype = torch.promote_types(rows.dtype, torch.float32)
+    buffers = _WORKSPACES.__dict__.setdefault('buffers', {})
+    buffer = buffers.get(dtype)
+    if buffer is None or buffer.numel() < rows.numel():
+        buffer = buffers[dtype] = torch.empty(rows.numel(), dtype=dtype)
+    return buffer[:rows.numel()].view(rows.shape)
 
 
 # Compiled on CPU from about 2M weights, where it measured faster than eager
@@ -143,10 +170,12 @@ def _closed_form_backward(grad_w_hat: Tensor, w_hat: Tensor, scale: Tensor,
                           root: Tensor, divisor: int):
     g = grad_w_hat
     root_over_s = root.clamp_min(torch.finfo(w_hat.dtype).tiny) * scale
-    along = (g * w_hat).sum(1, keepdim=True).div_(divisor).div_(root_over_s)
+    # <g, W_hat> per row as a batched dot product: no g * W_hat temporary
+    along = torch.bmm(g.unsqueeze(1), w_hat.unsqueeze(2)).view(-1, 1)
+    along = along.div_(divisor).div_(root_over_s)
     offset = g.sum(1, keepdim=True).div_(-g.shape[1]).mul_(scale)
-    # scale * g + offset - (scale * along) * w_hat, in place of w_hat
-    return w_hat.mul_(along.mul_(scale).neg_()).add_(offset).addcmul_(g, scale)
+    # scale * g + offset - (scale * along) * w_hat, in place of g
+    return g.mul_(scale).add_(offset).addcmul_(w_hat, along.mul_(scale).neg_())
 
 
 def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
@@ -158,8 +187,8 @@ def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
     ``scale * (g - mean(g) - W_hat * <g, W_hat> / divisor * s / root)``.
     ``s / root`` is 1 when eps is inside the sqrt; root is clamped so that a
     constant filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN.
-    ``w_hat`` (from :func:`_restandardize_rows`) is overwritten: it is the
-    result, in the statistics' dtype.
+    ``grad_w_hat`` is overwritten if it has the statistics' dtype: callers
+    pass a gradient no one else holds. The result is in that dtype.
     """
     return _closed_form_backward(grad_w_hat.to(w_hat.dtype), w_hat,
                                  stats.scale, stats.root, stats.divisor)
@@ -181,8 +210,10 @@ class _StandardizeRows(torch.autograd.Function):
     def backward(ctx, grad_w_hat: Tensor):
         rows, mean, scale, root = ctx.saved_tensors
         stats = _RowStats(mean, scale, root, ctx.divisor)
+        # autograd's gradient may be held elsewhere (a hook on W_hat): a copy
         grad = _standardize_rows_backward(
-            grad_w_hat, _restandardize_rows(rows, stats), stats)
+            grad_w_hat.to(mean.dtype, copy=True),
+            _restandardize_rows(rows, stats), stats)
         return grad.to(grad_w_hat.dtype), None
 
 
