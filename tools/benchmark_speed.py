@@ -90,17 +90,25 @@ def time_side_by_side(steps, rounds, min_seconds):
     return samples
 
 
+def conv_layers(shape, device='cpu'):
+    """A plain conv, mmcv's ConvWS2d and ours with the same weights, for a
+    CONV_SHAPES entry, and an input that requires grad, on ``device``."""
+    n, cin, cout, k, h, w = shape
+    torch.manual_seed(0)
+    plain = nn.Conv2d(cin, cout, k, padding=k // 2)
+    mmcv_ws = MMCVConvWS2d(cin, cout, k, padding=k // 2)
+    ours = ConvWS2d(cin, cout, k, padding=k // 2)
+    for layer in (mmcv_ws, ours):
+        layer.load_state_dict(plain.state_dict())
+    layers = {'conv': plain, 'mmcv ConvWS2d': mmcv_ws, 'ws_mm ConvWS2d': ours}
+    x = torch.randn(n, cin, h, w, device=device, requires_grad=True)
+    return {name: layer.to(device) for name, layer in layers.items()}, x
+
+
 def conv_tables(rounds, min_seconds):
     rows = []
     for n, cin, cout, k, h, w in CONV_SHAPES:
-        torch.manual_seed(0)
-        plain = nn.Conv2d(cin, cout, k, padding=k // 2)
-        mmcv_ws = MMCVConvWS2d(cin, cout, k, padding=k // 2)
-        ours = ConvWS2d(cin, cout, k, padding=k // 2)
-        for layer in (mmcv_ws, ours):
-            layer.load_state_dict(plain.state_dict())
-        x = torch.randn(n, cin, h, w, requires_grad=True)
-        layers = {'conv': plain, 'mmcv ConvWS2d': mmcv_ws, 'ws_mm ConvWS2d': ours}
+        layers, x = conv_layers((n, cin, cout, k, h, w))
         for mode, make in (('train', train_step), ('eval', eval_step)):
             for layer in layers.values():
                 layer.train(mode == 'train')
@@ -169,9 +177,10 @@ NORMS = {
 }
 
 
-def build_model(name, norm, size):
-    """The model of MODELS[name] with NORMS[norm], and a batch of 2 images
-    (the paper's micro-batch; BN needs more than 1 in ASPP's pooling)."""
+def build_model(name, norm, size, device='cpu'):
+    """The model of MODELS[name] with NORMS[norm] on ``device``, and a batch
+    of 2 images there (the paper's micro-batch; BN needs more than 1 in
+    ASPP's pooling)."""
     from mmengine.config import Config
     from mmengine.logging import MMLogger
     from mmengine.registry import MODELS as REGISTRY
@@ -188,6 +197,7 @@ def build_model(name, norm, size):
     model = REGISTRY.build(model_cfg)
     MMLogger.get_current_instance().setLevel('WARNING')  # init_weights' report
     model.init_weights()
+    model.to(device)  # and its data preprocessor, which moves the batch
     if cfg.default_scope == 'mmdet':
         from mmdet.testing import demo_mm_inputs
         batch = demo_mm_inputs(2, (3, size, size), num_items=[4, 4],
@@ -331,15 +341,19 @@ def share_markdown(title, rows):
                      ) + '\n'
 
 
+def round_ratios(values, base):
+    """``values / base`` as the median of the per-round ratios, and their
+    minimum and maximum: pairing each round with the baseline's cancels
+    drift between rounds, and the range shows what is left of the noise."""
+    ratios = [v / b for v, b in zip(values, base)]
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
 def ratio_cell(values, base):
-    """``values / base`` as the median of the per-round ratios and their
-    range: pairing each round with the baseline's cancels drift between
-    rounds, and the range shows what is left of the noise."""
+    """:func:`round_ratios` as a table cell."""
     if not isinstance(values, list):  # a single measurement (memory)
         return f'{values / base:.3f}x'
-    ratios = [v / b for v, b in zip(values, base)]
-    return (f'{statistics.median(ratios):.3f}x '
-            f'({min(ratios):.3f}-{max(ratios):.3f})')
+    return '{:.3f}x ({:.3f}-{:.3f})'.format(*round_ratios(values, base))
 
 
 def markdown(title, rows):
