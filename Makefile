@@ -1,17 +1,32 @@
 # One entry point. `make test` sets up .venv on a bare machine (see
-# tools/setup_env.sh) and runs the test suite; CI runs exactly that.
+# tools/setup_env.sh) and runs the test suite there, then `make test-oldest`;
+# CI runs exactly that.
+# `make test-oldest` sets up .venv-oldest (torch 2.0, the oldest supported)
+# and runs there what must work on every supported torch: the layers, the
+# registry, every config, the install, and 2-process runs of both demo models.
 # `make test-fast` leaves out the end-to-end tests (marker e2e: tools run in
 # subprocesses, multi-process training) and the full-size models (slow): the
-# unit tests, in a minute or two.
+# unit tests, in a few minutes.
 # `make demo` trains and evaluates the two GN+WS demo models (tools/demo.py).
 PY := .venv/bin/python
+OLDEST_TESTS := tests/test_weight_standardization.py \
+	tests/test_conv_ws_functional.py tests/test_batch_channel_norm.py \
+	tests/test_registry.py tests/test_configs.py tests/test_stack.py \
+	tests/test_tools.py::test_two_process_train_resume_and_test
 
-.PHONY: setup test test-fast demo
+.PHONY: setup setup-oldest test test-oldest test-fast demo
 setup:
 	bash tools/setup_env.sh
 
+setup-oldest:
+	bash tools/setup_env.sh oldest
+
 test: setup
 	$(PY) -m pytest tests
+	$(MAKE) test-oldest
+
+test-oldest: setup-oldest
+	.venv-oldest/bin/python -m pytest $(OLDEST_TESTS)
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not e2e and not slow"

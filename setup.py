@@ -22,7 +22,10 @@ setup(
     packages=find_packages(include=['ws_mm', 'ws_mm.*']),
     python_requires='>=3.8',
     install_requires=[
-        'torch>=2.4',  # torch.compile, device-aware autocast queries
+        # 2.0 and 2.1: what OpenMMLab's prebuilt mmcv 2.1.0 wheels cover
+        # (CI tests 2.0); 2.13: the newest mmcv 2.1.0 builds against (2.14
+        # needs C++20). Older ones run without torch.compile.
+        'torch>=2.0,<2.14',
         'mmengine>=0.10.0,<1.0.0',
         # mmdet 3.3 and mmseg 1.2 assert mmcv < 2.2.0.
         'mmcv>=2.0.0,<2.2.0',

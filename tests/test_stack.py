@@ -77,7 +77,9 @@ def test_pip_install_e_adds_ws_mm_alone():
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     (line, ) = [line for line in run.stdout.splitlines()
                 if line.startswith('Would install')]
-    assert line.split()[2:] == [f'ws_mm-{ws_mm.__version__}']
+    # pip spells the name ws_mm or ws-mm, by its version
+    assert [name.replace('_', '-') for name in line.split()[2:]] == [
+        f'ws-mm-{ws_mm.__version__}']
 
 
 @pytest.mark.e2e

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from ws_mm.functional import WS_VARIANTS, weight_standardization
+from ws_mm.functional import WS_VARIANTS, fusion, weight_standardization
 from ws_mm.layers import ConvTransposeWS2d, ConvWS1d, ConvWS2d, ConvWS3d
 
 EPS32 = torch.finfo(torch.float32).eps
@@ -44,10 +44,17 @@ def test_reference_variants_match_the_library_table():
                                                               eps_in_sqrt, eps)
 
 
+# Before torch 2.4 WS's kernels always run eagerly (ws_mm.functional.fusion).
+needs_compile = pytest.mark.skipif(
+    not fusion._TORCH_COMPILES, reason='torch < 2.4: never compiled')
+
+
 @pytest.fixture(params=['compiled', 'eager'])
 def kernels(request, monkeypatch):
     """Run a test with the TorchInductor kernels and with their eager twins
     (set either way: WS_MM_COMPILE=0 may be set where the tests run)."""
+    if request.param == 'compiled' and not fusion._TORCH_COMPILES:
+        pytest.skip('torch < 2.4: never compiled')
     monkeypatch.setenv('WS_MM_COMPILE', '1' if request.param == 'compiled'
                        else '0')
     return request.param
@@ -242,6 +249,7 @@ def test_double_backward_is_refused_rather_than_wrong():
         g.sum().backward()
 
 
+@needs_compile
 def test_float32_gradient_of_the_compiled_kernel_matches_eager(monkeypatch):
     torch.manual_seed(2)
     w = (torch.randn(64, 256, 3, 3) * 0.02).requires_grad_()
@@ -265,9 +273,8 @@ def test_float32_gradient_of_the_compiled_kernel_matches_eager(monkeypatch):
     torch.testing.assert_close(grads['1'], grads['0'], rtol=0, atol=atol)
 
 
+@needs_compile
 def test_a_failing_compiler_falls_back_to_the_same_function(monkeypatch):
-    from ws_mm.functional.fusion import fused
-
     monkeypatch.setenv('WS_MM_COMPILE', '1')
 
     def broken_compile(fn, **kwargs):
@@ -277,7 +284,7 @@ def test_a_failing_compiler_falls_back_to_the_same_function(monkeypatch):
 
     monkeypatch.setattr(torch, 'compile', broken_compile)
 
-    @fused(min_cpu_numel=0)
+    @fusion.fused(min_cpu_numel=0)
     def double(x):
         return x * 2
 
@@ -287,12 +294,12 @@ def test_a_failing_compiler_falls_back_to_the_same_function(monkeypatch):
     assert double(x).tolist() == [0., 2., 4.]  # no second warning, no retry
 
 
+@needs_compile
 @pytest.mark.parametrize('mode,small,large', [('auto', False, True),
                                               ('always', True, True),
                                               ('never', False, False)])
 def test_compile_mode_chooses_by_size_on_cpu(monkeypatch, mode, small, large):
     """'auto' compiles only where compiling measured faster: large weights."""
-    from ws_mm.functional import fusion
     compiled = []
     real_compile = torch.compile
 
@@ -312,6 +319,22 @@ def test_compile_mode_chooses_by_size_on_cpu(monkeypatch, mode, small, large):
     assert bool(compiled) == small
     assert double(torch.ones(100)).sum() == 200
     assert bool(compiled) == large
+
+
+def test_older_torch_never_compiles(monkeypatch):
+    compiled = []
+    monkeypatch.setattr(torch, 'compile',
+                        lambda fn, **kwargs: compiled.append(fn) or fn)
+    monkeypatch.setattr(fusion, '_mode', None)
+    monkeypatch.setattr(fusion, '_TORCH_COMPILES', False)
+    fusion.set_compile('always')
+
+    @fusion.fused(min_cpu_numel=0)
+    def double(x):
+        return x * 2
+
+    assert double(torch.ones(3)).sum() == 6
+    assert compiled == []
 
 
 def test_set_compile_refuses_unknown_modes():

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Set up .venv/ at the repo root with the OpenMMLab stack and ws_mm (editable),
-# on a machine that has nothing but Python 3.11 and a C++ compiler.
+# Set up a virtual environment at the repo root with the OpenMMLab stack and
+# ws_mm (editable), on a machine that has nothing but Python 3.11 and a C++
+# compiler. Two stacks:
+#   bash tools/setup_env.sh          .venv/: torch 2.13.0 (CPU build), numpy 2
+#   bash tools/setup_env.sh oldest   .venv-oldest/: torch 2.0.1, numpy < 2, the
+#                                    oldest torch ws_mm supports, as users of
+#                                    OpenMMLab's prebuilt mmcv 2.1.0 have it
 #
 # Idempotent: every step checks first and says what it decided ("have" or
 # "install"), so a second run changes nothing and takes seconds. The slow part,
@@ -8,15 +13,24 @@
 # per machine: the wheel is cached in $WS_MM_CACHE (default ~/.cache/ws_mm),
 # keyed by the mmcv, torch and Python versions.
 #
-# Output of each step goes to .venv/setup.log; on failure the script names the
-# step, shows the end of its output and says what to do.
+# Output of each step goes to setup.log in the environment; on failure the
+# script names the step, shows the end of its output and says what to do.
 set -euo pipefail
 
-TORCH_VERSION=2.13.0
 MMCV_VERSION=2.1.0
-
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-venv=$root/.venv
+case ${1:-main} in
+main)
+    TORCH_VERSION=2.13.0 venv=$root/.venv constraints=() ;;
+oldest)
+    # PyPI's torch 2.0.1 is the CUDA build: it brings the nvidia runtime
+    # packages (about 3 GB) and runs on the CPU. It needs numpy < 2, and so
+    # an opencv from before numpy 2 (requirements/oldest.txt).
+    TORCH_VERSION=2.0.1 venv=$root/.venv-oldest
+    constraints=(-c "$root/requirements/oldest.txt") ;;
+*)
+    echo "usage: bash tools/setup_env.sh [main|oldest]" >&2; exit 2 ;;
+esac
 py=$venv/bin/python
 cache=${WS_MM_CACHE:-$HOME/.cache/ws_mm}
 log=$venv/setup.log
@@ -40,27 +54,28 @@ command -v "$base_python" >/dev/null ||
     fail "find python" "no '$base_python' on PATH; install Python 3.11 or set PYTHON=/path/to/python3.11"
 pyver=$("$base_python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$pyver" = 3.11 ] ||
-    fail "check python" "$base_python is Python $pyver; the pinned torch $TORCH_VERSION CPU build is for 3.11: set PYTHON=/path/to/python3.11"
+    fail "check python" "$base_python is Python $pyver; the pinned stack (torch $TORCH_VERSION) is for 3.11: set PYTHON=/path/to/python3.11"
 
 if [ -x "$py" ]; then
-    say "have .venv"
+    say "have ${venv#$root/}"
 else
-    say "create .venv"
-    "$base_python" -m venv "$venv" || fail "create .venv" "python3 -m venv failed: install the venv module (Debian: python3-venv)"
+    say "create ${venv#$root/}"
+    "$base_python" -m venv "$venv" || fail "create ${venv#$root/}" "python3 -m venv failed: install the venv module (Debian: python3-venv)"
 fi
 : >"$log"
 
 pip() { "$py" -m pip --disable-pip-version-check "$@"; }
 
-# installed NAME: print NAME's installed version, or nothing.
-installed() { "$py" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
+# installed NAME: print NAME's installed version, or nothing. Isolated (-I):
+# the checkout's ws_mm.egg-info must not count as installed.
+installed() { "$py" -I -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true; }
 
 if [ "$(installed torch)" = "$TORCH_VERSION" ] || [ "$(installed torch)" = "$TORCH_VERSION+cpu" ]; then
     say "have torch $TORCH_VERSION"
 else
     say "install torch $TORCH_VERSION and build tools"
-    run "install torch" "torch==$TORCH_VERSION (CPU build) must be installable by pip from this machine" \
-        pip install "torch==$TORCH_VERSION" 'setuptools<82' wheel ninja numpy
+    run "install torch" "torch==$TORCH_VERSION must be installable by pip from this machine" \
+        pip install "${constraints[@]}" "torch==$TORCH_VERSION" 'setuptools<82' wheel ninja numpy
 fi
 
 # mmcv with compiled ops: installed, else from the wheel cache, else built.
@@ -91,7 +106,7 @@ else
 fi
 
 # The rest: pip's dry run says what is missing; with everything present it is empty.
-reqs=(-r "$root/requirements/stack.txt" -r "$root/requirements/tests.txt")
+reqs=("${constraints[@]}" -r "$root/requirements/stack.txt" -r "$root/requirements/tests.txt")
 missing=$(pip install --dry-run "${reqs[@]}" 2>>"$log" | sed -n 's/^Would install //p') ||
     fail "resolve the stack" "pip could not resolve requirements/stack.txt; see $log"
 if [ -z "$missing" ]; then
@@ -108,7 +123,7 @@ else
 fi
 
 run "verify" "the stack imports but does not work; see $log" \
-    "$py" -c 'import torch; from mmcv.ops import nms, roi_align; import mmdet, mmseg, ws_mm
+    "$py" -I -c 'import torch; from mmcv.ops import nms, roi_align; import mmdet, mmseg, ws_mm
 b = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
 keep = nms(b, torch.tensor([0.9, 0.8]), 0.5)[1]
 assert keep.tolist() == [0], keep
