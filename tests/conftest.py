@@ -55,9 +55,22 @@ def free_port():
     """A function that returns a free loopback port, for tools that need the
     number up front (tools/dist_*.sh read PORT; torchrun's static rendezvous
     cannot take 0). The port is released when returned and another process
-    could take it first: where an API takes port 0 (``tcp://...:0``,
-    ``torchrun --standalone``) pass 0 instead."""
+    could take it first: where an API takes port 0 (``tcp://...:0``)
+    pass 0 instead."""
     return _free_port
+
+
+@pytest.fixture
+def torchrun():
+    """A function ``(nproc, script, *args)`` -> the argv that runs ``script``
+    on ``nproc`` local processes with torchrun, on a port of its own
+    (``--standalone`` is no substitute: torch 2.0's takes the fixed port
+    29400, which the previous run may still hold)."""
+    def argv(nproc, script, *args):
+        return [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1',
+                '--master_addr=127.0.0.1', f'--master_port={_free_port()}',
+                f'--nproc_per_node={nproc}', str(script), *map(str, args)]
+    return argv
 
 
 @pytest.fixture

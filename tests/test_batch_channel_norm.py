@@ -7,7 +7,6 @@ the rounding of their sums, about eps * sqrt(n) * the sum of the magnitudes.
 """
 import logging
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -419,11 +418,10 @@ def test_checkpoints_without_the_count_load_strictly(source):
 
 @pytest.mark.e2e
 @pytest.mark.dist
-def test_two_ranks_skip_a_nonfinite_batch_of_either_rank(tmp_path, run_tool):
+def test_two_ranks_skip_a_nonfinite_batch_of_either_rank(tmp_path, run_tool,
+                                                         torchrun):
     script = Path(__file__).parent / 'dist_scripts' / 'bcn_nonfinite.py'
-    proc = run_tool([sys.executable, '-m', 'torch.distributed.run',
-                     '--standalone', '--nproc_per_node=2', str(script),
-                     str(tmp_path)], timeout=300)
+    proc = run_tool(torchrun(2, script, tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
     for steps in zip(*(r['steps'] for r in ranks)):
@@ -551,12 +549,11 @@ def test_bad_input_shape(shape):
 @pytest.mark.dist
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32],
                          ids=['float64', 'float32'])
-def test_two_ranks_share_global_estimates(tmp_path, run_tool, dtype):
+def test_two_ranks_share_global_estimates(tmp_path, run_tool, torchrun,
+                                         dtype):
     script = Path(__file__).parent / 'dist_scripts' / 'bcn_one_step.py'
-    # --standalone: torchrun takes a free port itself, no race for one.
-    proc = run_tool([sys.executable, '-m', 'torch.distributed.run',
-                     '--standalone', '--nproc_per_node=2', str(script),
-                     str(tmp_path), str(dtype).split('.')[1]], timeout=300)
+    proc = run_tool(torchrun(2, script, tmp_path, str(dtype).split('.')[1]),
+                    timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
     assert results[0]['running_mean'].dtype == dtype

@@ -178,11 +178,10 @@ def test_hook_bad_arguments(kwargs, match):
 # ---------------------------------------------------------------- two ranks
 @pytest.mark.e2e
 @pytest.mark.dist
-def test_two_ranks_average_over_the_batches_of_both(tmp_path, run_tool):
+def test_two_ranks_average_over_the_batches_of_both(tmp_path, run_tool,
+                                                   torchrun):
     script = Path(__file__).parent / 'dist_scripts' / 'recalibrate.py'
-    proc = run_tool([sys.executable, '-m', 'torch.distributed.run',
-                     '--standalone', '--nproc_per_node=2', str(script),
-                     str(tmp_path)], timeout=300)
+    proc = run_tool(torchrun(2, script, tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
     for key in ranks[0]['state']:
