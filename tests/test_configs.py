@@ -561,7 +561,7 @@ def test_table11_protocol(path):
     assert backbone.contract_dilation is True
     assert model.auxiliary_head is None
     assert (head.type, head.dilations, head.channels) == (
-        'ASPPHead', (1, 6, 12, 18), 256)
+        'ASPPHeadFuse1x1', (1, 6, 12, 18), 256)
     assert head.dropout_ratio == 0 and head.align_corners is True
     assert head.loss_decode.avg_non_ignore is True
 
@@ -597,6 +597,7 @@ def test_table11_model_structure(path):
     assert [m.conv.dilation for m in head.aspp_modules] == [
         (1, 1), (6, 6), (12, 12), (18, 18)]
     assert isinstance(head.image_pool[0], nn.AdaptiveAvgPool2d)
+    assert head.bottleneck.conv.kernel_size == (1, 1)  # deeplab.py's conv2
     assert head.dropout is None
     model = revert_sync_batchnorm(model).eval()
     with torch.no_grad():

@@ -6,6 +6,9 @@
 # GN+WS rows these are). What differs from that code, and why, is listed in
 # configs/deeplabv3/README.md.
 _base_ = ['mmseg::_base_/default_runtime.py', '../ws_mm_imports.py']
+# ASPPHeadFuse1x1: mmseg's ASPPHead with deeplab.py's 1x1 fusion conv
+custom_imports = dict(imports=['ws_mm', 'ws_mm.toolbox.aspp_head'],
+                      allow_failed_imports=False)
 
 crop_size = (513, 513)  # --crop_size 513, for training and testing
 
@@ -40,9 +43,10 @@ model = dict(
         frozen_stages=-1,
         norm_eval=False),
     # ASPP: 256 channels, 1x1 + 3x3 at rates 6/12/18 + image pooling
-    # (upsampled with align_corners=True); no dropout, no auxiliary head.
+    # (upsampled with align_corners=True), fused by a 1x1 conv; no dropout,
+    # no auxiliary head.
     decode_head=dict(
-        type='ASPPHead',
+        type='ASPPHeadFuse1x1',
         in_channels=2048,
         in_index=3,
         channels=256,
