@@ -8,10 +8,10 @@
 #                                    OpenMMLab's prebuilt mmcv 2.1.0 have it
 #
 # Idempotent: every step checks first and says what it decided ("have" or
-# "install"), so a second run changes nothing and takes seconds. The slow part,
-# building mmcv 2.1.0 with its compiled ops (11 to 40 min on 2 cores), happens once
-# per machine: the wheel is cached in $WS_MM_CACHE (default ~/.cache/ws_mm),
-# keyed by the mmcv, torch and Python versions.
+# "install"), so a second run changes nothing and takes seconds. The slow
+# part, building mmcv 2.1.0 with its compiled ops (11 to 40 min on 2 cores),
+# happens once per machine and torch: the wheel is cached in $WS_MM_CACHE
+# (default ~/.cache/ws_mm), keyed by the mmcv, torch and Python versions.
 #
 # Output of each step goes to setup.log in the environment; on failure the
 # script names the step, shows the end of its output and says what to do.
