@@ -530,6 +530,8 @@ def test_table11_rows_differ_in_normalization_and_weights_only(path):
                r'model\.backbone\.init_cfg\..*']
     if norm == 'gn':  # Detectron's GN weights want Caffe-style input
         allowed.append(r'model\.data_preprocessor\.(mean|std|bgr_to_rgb)')
+    if norm.endswith('-ws'):  # the classifier's init, as deeplab.py's
+        allowed.append(r'model\.decode_head\.init_cfg(\..*)?')
     unexpected = sorted(k for k in diff(load(bn_row), load(path))
                         if not any(re.fullmatch(p, k) for p in allowed))
     assert unexpected == []
@@ -551,7 +553,9 @@ def test_table11_protocol(path):
     transforms = {t.type: t for t in train.dataset.pipeline}
     assert transforms['RandomCrop'].crop_size == (513, 513)
     assert transforms['RandomCrop'].get('cat_max_ratio', 1.0) == 1.0
-    assert transforms['RandomResize'].ratio_range == (0.5, 2.0)
+    rescale = transforms['RandomLogRescale']
+    assert (rescale.ratio_range, rescale.backend, rescale.interpolation) == (
+        (0.5, 2.0), 'pillow', 'lanczos')
     assert 'PhotoMetricDistortion' not in transforms
     assert not any(t.type.endswith('Resize')
                    for t in cfg.val_dataloader.dataset.pipeline)
@@ -599,6 +603,16 @@ def test_table11_model_structure(path):
     assert isinstance(head.image_pool[0], nn.AdaptiveAvgPool2d)
     assert head.bottleneck.conv.kernel_size == (1, 1)  # deeplab.py's conv2
     assert head.dropout is None
+    # The classifier as deeplab.py's conv3 starts: PyTorch's default in the
+    # WS rows (weights and bias uniform within 1 / sqrt(256)); weights from
+    # N(0, 2 / 21) in the others.
+    weight, bias = head.conv_seg.weight, head.conv_seg.bias
+    if norm.endswith('-ws'):
+        assert weight.abs().max() <= 1 / 16 and bias.abs().max() <= 1 / 16
+        assert weight.std() > 0.03  # not mmseg's N(0, 0.01)
+    else:
+        assert abs(weight.std() / (2 / 21)**0.5 - 1) < 0.05
+        assert not bias.any()
     model = revert_sync_batchnorm(model).eval()
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, 64, 64))

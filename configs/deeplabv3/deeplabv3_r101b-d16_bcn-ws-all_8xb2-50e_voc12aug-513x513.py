@@ -22,4 +22,5 @@ model = dict(
             checkpoint='https://cs.jhu.edu/~syqiao/BatchChannelNormalization/'
             'rn101-bcn-ws.pth.tar',
             allow_ws_variant_change=True)),
-    decode_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg))
+    # deeplab.py leaves the classifier at PyTorch's default in WS rows
+    decode_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, init_cfg=None))

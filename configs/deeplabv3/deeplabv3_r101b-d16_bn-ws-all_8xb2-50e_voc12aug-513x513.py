@@ -13,4 +13,5 @@ model = dict(
         init_cfg=dict(
             type='AuthorsPretrained',
             checkpoint='checkpoints/resnet101_bn_ws.pth')),
-    decode_head=dict(conv_cfg=conv_cfg))
+    # deeplab.py leaves the classifier at PyTorch's default in WS rows
+    decode_head=dict(conv_cfg=conv_cfg, init_cfg=None))

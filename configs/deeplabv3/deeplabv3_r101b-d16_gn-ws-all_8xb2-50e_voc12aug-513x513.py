@@ -16,4 +16,5 @@ model = dict(
             type='AuthorsPretrained',
             checkpoint='http://cs.jhu.edu/~syqiao/WeightStandardization/'
             'R-101-GN-WS.pth.tar')),
-    decode_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg))
+    # deeplab.py leaves the classifier at PyTorch's default in WS rows
+    decode_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, init_cfg=None))

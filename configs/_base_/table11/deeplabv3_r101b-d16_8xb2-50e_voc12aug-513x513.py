@@ -6,9 +6,11 @@
 # GN+WS rows these are). What differs from that code, and why, is listed in
 # configs/deeplabv3/README.md.
 _base_ = ['mmseg::_base_/default_runtime.py', '../ws_mm_imports.py']
-# ASPPHeadFuse1x1: mmseg's ASPPHead with deeplab.py's 1x1 fusion conv
-custom_imports = dict(imports=['ws_mm', 'ws_mm.toolbox.aspp_head'],
-                      allow_failed_imports=False)
+# ASPPHeadFuse1x1: mmseg's ASPPHead with deeplab.py's 1x1 fusion conv;
+# RandomLogRescale: utils.py's random scale
+custom_imports = dict(
+    imports=['ws_mm', 'ws_mm.toolbox.aspp_head', 'ws_mm.toolbox.transforms'],
+    allow_failed_imports=False)
 
 crop_size = (513, 513)  # --crop_size 513, for training and testing
 
@@ -57,7 +59,13 @@ model = dict(
         # nn.CrossEntropyLoss(ignore_index=255): the mean over labelled pixels
         loss_decode=dict(
             type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
-            avg_non_ignore=True)),
+            avg_non_ignore=True),
+        # The classifier (deeplab.py's conv3): weights from N(0, 2 / n),
+        # n = 1 x 1 x 21 output channels, as the rows with plain convs draw
+        # every conv; the WS rows leave it at PyTorch's default
+        # (init_cfg=None).
+        init_cfg=dict(
+            type='Normal', std=(2 / 21)**0.5, override=dict(name='conv_seg'))),
     auxiliary_head=None,
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
@@ -70,13 +78,11 @@ train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
     dict(type='RandomFlip', prob=0.5),
-    # a random scale in [0.5, 2] of the image (VOC's long side is 500);
-    # PIL's antialiasing filter for the image, nearest for the labels
+    # the image's own size times 2 ** u, u uniform in [-1, 1]; PIL's
+    # antialiasing filter for the image, nearest for the labels
     dict(
-        type='RandomResize',
-        scale=(500, 500),
+        type='RandomLogRescale',
         ratio_range=(0.5, 2.0),
-        keep_ratio=True,
         backend='pillow',
         interpolation='lanczos'),
     dict(type='RandomCrop', crop_size=crop_size),
