@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from ws_mm.toolbox import launch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Generous for a slow 2-core machine (a 2-process training run with its
@@ -44,20 +46,11 @@ def clean_global_state(monkeypatch):
     torch.manual_seed(0)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def free_port():
-    """A function that returns a free loopback port, for tools that need the
-    number up front (tools/dist_*.sh read PORT; torchrun's static rendezvous
-    cannot take 0). The port is released when returned and another process
-    could take it first: where an API takes port 0 (``tcp://...:0``)
-    pass 0 instead."""
-    return _free_port
+    """ws_mm.toolbox.launch.free_port: where an API takes port 0
+    (``tcp://...:0``) pass 0 instead."""
+    return launch.free_port
 
 
 @pytest.fixture
@@ -68,7 +61,7 @@ def torchrun():
     29400, which the previous run may still hold)."""
     def argv(nproc, script, *args):
         return [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1',
-                '--master_addr=127.0.0.1', f'--master_port={_free_port()}',
+                '--master_addr=127.0.0.1', f'--master_port={launch.free_port()}',
                 f'--nproc_per_node={nproc}', str(script), *map(str, args)]
     return argv
 

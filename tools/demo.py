@@ -16,8 +16,6 @@ The toolboxes' own logs stream to the terminal, so progress is visible.
 import argparse
 import json
 import os
-import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 
 from ws_mm.toolbox.demo_data import (DEMO_CONFIGS, as_cfg_options,
                                     data_root_options)
+from ws_mm.toolbox.launch import free_port, logged_test_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
@@ -37,18 +36,12 @@ def say(message):
     print(f'\n[demo] {message}', flush=True)
 
 
-def free_port() -> str:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return str(s.getsockname()[1])
-
-
 def run(args):
     """Run a tool with its output streaming to the terminal. Each torchrun
     gets a free port (unless PORT is set): the previous one's may still be
     held, which aborts the next process group."""
     env = dict(os.environ)
-    env.setdefault('PORT', free_port())
+    env.setdefault('PORT', str(free_port()))
     subprocess.run(args, cwd=ROOT, check=True, env=env)
 
 
@@ -60,15 +53,6 @@ def newest_run_dir(work_dir: Path) -> Path:
 
 def read_json_lines(path: Path):
     return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def logged_test_metrics(log: Path):
-    """The metrics a toolbox test run logged, from rank 0's log. Not from
-    <timestamp>.json: mmengine's LoggerHook.after_test_epoch writes that file
-    from every rank at once, which can leave it corrupt."""
-    line = [line for line in log.read_text().splitlines()
-            if 'Iter(test)' in line][-1]
-    return {k: float(v) for k, v in re.findall(r'(\S+): (-?\d+\.\d+)', line)}
 
 
 def train_and_test(task, args, work_dir: Path):

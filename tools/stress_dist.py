@@ -15,7 +15,6 @@ launchers or the process-group handling.
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,11 @@ from pathlib import Path
 
 from ws_mm.toolbox.demo_data import (DEMO_CONFIGS, as_cfg_options,
                                     data_root_options)
+from ws_mm.toolbox.launch import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ITERS = 2
 ERROR_MARKS = ('Error', 'error:', 'terminate called', 'Signal ', 'Traceback')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def launch(args, log: Path, timeout: float):

@@ -18,12 +18,14 @@ import argparse
 import gc
 import importlib
 import os
+import re
 import runpy
+import socket
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
@@ -175,3 +177,24 @@ def run_script(path: str) -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
         gc.collect()
+
+
+def free_port() -> int:
+    """A free loopback port, for launchers that need the number up front
+    (``tools/dist_*.sh`` read ``PORT``; torchrun's static rendezvous cannot
+    take 0). A port just released may still be held, which aborts the next
+    process group, so each launch should get its own. The port is released
+    when returned and another process could take it first."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def logged_test_metrics(log: Path) -> Dict[str, float]:
+    """The metrics of a toolbox test run, from rank 0's log
+    (``<timestamp>/<timestamp>.log``). Not from ``<timestamp>.json``:
+    mmengine's LoggerHook.after_test_epoch writes that file from every rank
+    at once, which can leave it corrupt."""
+    line = [line for line in log.read_text().splitlines()
+            if 'Iter(test)' in line][-1]
+    return {k: float(v) for k, v in re.findall(r'(\S+): (-?\d+\.\d+)', line)}
