@@ -490,6 +490,54 @@ def test_sync_bn_and_conversion():
     assert type(converted[1].pbn) is EstimatedBatchNorm
 
 
+# ------------------------------------------------ zero_init_residual
+@pytest.mark.parametrize('mode', BatchChannelNorm.MODES)
+def test_init_weights_revives_a_layer_zeroed_whole(mode):
+    """Both affines at zero: the output is zero and stays so, only the
+    per-channel affine goes back to 1 / 0. Any other state is left alone."""
+    bcn = BatchChannelNorm(8, num_groups=4, mode=mode).double()
+    x = torch.randn(3, 8, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        for p in bcn.parameters():
+            p.zero_()
+    bcn.init_weights()
+    assert torch.equal(bcn.pbn.weight, torch.ones(8, dtype=torch.float64))
+    assert not bcn.pbn.bias.any() and not bcn.weight.any()
+    assert not bcn.eval()(x).any()
+
+    with torch.no_grad():
+        bcn.weight.fill_(0.5)
+        bcn.pbn.weight.zero_()
+    state = {k: v.clone() for k, v in bcn.state_dict().items()}
+    bcn.init_weights()
+    assert all(torch.equal(v, state[k]) for k, v in bcn.state_dict().items())
+
+
+@pytest.mark.parametrize('scope, depth', [('mmseg', 18), ('mmdet', 50)])
+def test_resnets_from_scratch_learn_every_residual_branch(scope, depth):
+    """mmseg's and mmdet's ResNets, built without weights, zero each block's
+    last norm (zero_init_residual). With BCN there, the group affine starts
+    at zero and gets a gradient; without init_weights' revival neither
+    affine ever would."""
+    if scope == 'mmseg':
+        from mmseg.models.backbones import ResNetV1c as ResNet
+    else:
+        from mmdet.models.backbones import ResNet
+    torch.manual_seed(0)
+    net = ResNet(depth=depth, norm_cfg=dict(type='BCN', num_groups=32))
+    net.init_weights()
+    last = [block.norm3 if depth >= 50 else block.norm2
+            for layer in (net.layer1, net.layer2, net.layer3, net.layer4)
+            for block in layer]
+    for norm in last:
+        assert isinstance(norm, BatchChannelNorm)
+        assert not norm.weight.any() and not norm.bias.any()
+        assert (norm.pbn.weight == 1).all() and not norm.pbn.bias.any()
+    net.train()
+    sum(out.sum() for out in net(torch.randn(2, 3, 64, 64))).backward()
+    assert all(norm.weight.grad.abs().sum() > 0 for norm in last)
+
+
 # ------------------------------------------------------- layout and repr
 def test_checkpoint_layout_and_repr():
     bcn = BatchChannelNorm(64)

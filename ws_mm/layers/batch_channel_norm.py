@@ -254,6 +254,23 @@ class BatchChannelNorm(nn.Module):
         return group_norm_group_affine(self.pbn(x), self.num_groups,
                                        self.weight, self.bias, self.eps)
 
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Revive a layer that a constant init of the whole module zeroed.
+
+        mmengine calls this after the parents' ``init_cfg``. The ResNets of
+        mmdet and mmseg, trained from scratch, zero each block's last norm
+        (``zero_init_residual``) with a constant init that reaches the
+        per-channel stage as well: with both affines at zero the output is
+        zero and so is every gradient reaching either affine, and the
+        residual branch never learns. The per-channel affine goes back to 1
+        and 0, which keeps the output at zero (the group affine still is)
+        and lets the layer learn, as a zero-initialized BN or GN does.
+        """
+        affines = (self.weight, self.bias, self.pbn.weight, self.pbn.bias)
+        if not any(a.any() for a in affines):
+            self.pbn.weight.fill_(1)
+
     def extra_repr(self) -> str:
         return (f'{self.num_features}, num_groups={self.num_groups}, '
                 f'mode={self.mode!r}, eps={self.eps}')
