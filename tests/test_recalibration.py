@@ -215,6 +215,21 @@ DEMOS = {
 }
 
 
+def bcn_demo_options(toolbox, demo_data):
+    """--cfg-options for the demo config of ``toolbox`` on the test run's
+    demo data, with every norm layer switched to BCN (estimate mode)."""
+    demo = DEMOS[toolbox]
+    data_root = f"{demo_data.root / demo['data']}"
+    options = [f'{loader}.dataset.data_root={data_root}' for loader in (
+        'train_dataloader', 'val_dataloader', 'test_dataloader')]
+    if toolbox == 'mmdet':
+        options += [f'{evaluator}.ann_file={data_root}/annotations/'
+                    'instances_val2017.json'
+                    for evaluator in ('val_evaluator', 'test_evaluator')]
+    options += [f'model.{part}.norm_cfg.type=BCN' for part in demo['norms']]
+    return options + ['model.backbone.norm_eval=False']
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize('toolbox', ['mmdet', 'mmseg'])
 def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
@@ -229,17 +244,9 @@ def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
             f"num_batches=3, when='{when}')]\n")
         return str(path)
 
-    data_root = f"{demo_data.root / demo['data']}"
-    options = [f'{loader}.dataset.data_root={data_root}' for loader in (
-        'train_dataloader', 'val_dataloader', 'test_dataloader')]
-    if toolbox == 'mmdet':
-        options += [f'{evaluator}.ann_file={data_root}/annotations/'
-                    'instances_val2017.json'
-                    for evaluator in ('val_evaluator', 'test_evaluator')]
-    options += [f'model.{part}.norm_cfg.type=BCN' for part in demo['norms']]
-    options += ['model.backbone.norm_eval=False', 'train_cfg.max_iters=2',
-                'train_cfg.val_interval=2',
-                'default_hooks.checkpoint.interval=2', 'randomness.seed=0']
+    options = bcn_demo_options(toolbox, demo_data) + [
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=2', 'randomness.seed=0']
     work_dir = tmp_path / 'work'
     proc = run_tool([sys.executable, 'tools/train.py',
                      config('end_of_training'), '--work-dir', str(work_dir),
@@ -276,3 +283,47 @@ def recalibrations(log):
     return re.findall(r'NormRecalibrationHook: recalibrated the statistics '
                       r'of (\d+) normalization layers over 3 training '
                       r'batches', log)
+
+
+@pytest.mark.e2e
+def test_frozen_statistics_stay_as_loaded_while_the_rest_trains(
+        tmp_path, demo_data, run_tool):
+    """Two runs of the BCN demo: the second starts from the first's
+    checkpoint with FreezeNormStatisticsHook; its checkpoint has every
+    estimate exactly as loaded, and trained affines."""
+    config = ROOT / 'configs/demo' / DEMOS['mmseg']['config']
+    options = bcn_demo_options('mmseg', demo_data) + [
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=2', 'randomness.seed=0']
+    first = tmp_path / 'first'
+    proc = run_tool([sys.executable, 'tools/train.py', str(config),
+                     '--work-dir', str(first), '--cfg-options', *options])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    frozen_config = tmp_path / 'frozen.py'
+    frozen_config.write_text(
+        f"_base_ = ['{config}']\n"
+        f"load_from = '{first / 'iter_2.pth'}'\n"
+        "custom_hooks = [dict(type='FreezeNormStatisticsHook')]\n")
+    second = tmp_path / 'second'
+    proc = run_tool([sys.executable, 'tools/train.py', str(frozen_config),
+                     '--work-dir', str(second), '--cfg-options', *options])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def state(work_dir):
+        return torch.load(work_dir / 'iter_2.pth',
+                          weights_only=False)['state_dict']
+    loaded, trained = state(first), state(second)
+    statistics = [k for k in loaded if k.endswith(
+        ('running_mean', 'running_var', 'num_batches_tracked'))]
+    assert len(statistics) == 3 * sum(k.endswith('pbn.running_mean')
+                                      for k in loaded) > 0
+    for key in statistics:
+        assert torch.equal(trained[key], loaded[key]), key
+    # The heads' estimate stages train their affines. (Not necessarily
+    # every one in the backbone: a block's last norm starts with its group
+    # affine at zero, zero_init_residual, which holds its first stage's
+    # gradient at zero until that affine moves.)
+    affines = [k for k in loaded if k.endswith('pbn.weight')
+               and k.startswith(('decode_head', 'auxiliary_head'))]
+    assert affines
+    assert all(not torch.equal(trained[k], loaded[k]) for k in affines)

@@ -1,4 +1,4 @@
-"""Recalibration of normalization statistics over training batches.
+"""Recalibrating and freezing normalization statistics.
 
 The running statistics a model ends training with are moving averages over
 batches seen with older weights, and in micro-batch training BCN's estimates
@@ -9,11 +9,15 @@ batches of the model as it is (PreciseBN; Wu and Johnson, arXiv:2105.07576):
 
     custom_hooks = [dict(type='NormRecalibrationHook', num_batches=100,
                          when='before_val')]
+
+:class:`FreezeNormStatisticsHook` keeps them as they are through a training
+run instead, for fine-tuning at micro-batches from a large-batch model.
 """
 import copy
 import time
 from itertools import chain, islice
-from typing import Any, Callable, Iterable, List, NamedTuple, Optional
+from typing import (Any, Callable, Iterable, List, NamedTuple, Optional,
+                    Tuple)
 
 import torch
 import torch.distributed as dist
@@ -66,9 +70,7 @@ def recalibrate_norm_statistics(
     forward = model if forward is None else forward
     training = {m: m.training for m in model.modules()}
     model.train()
-    layers = [(name, m) for name, m in model.named_modules() if m.training
-              and (isinstance(m, EstimatedBatchNorm) or isinstance(
-                  m, _BatchNorm) and m.track_running_stats)]
+    layers = _statistics_layers(model)
     saved = {m: (m.momentum, [b.clone() for b in _statistics(m)])
              for _, m in layers}
     try:
@@ -104,6 +106,14 @@ def recalibrate_norm_statistics(
 
 
 _END = object()
+
+
+def _statistics_layers(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """(name, layer) of each layer in training mode that keeps running
+    statistics: a ``_BatchNorm`` that tracks them, or a BCN estimate stage."""
+    return [(name, m) for name, m in model.named_modules() if m.training
+            and (isinstance(m, EstimatedBatchNorm) or isinstance(
+                m, _BatchNorm) and m.track_running_stats)]
 
 
 def _statistics(m: nn.Module) -> List[torch.Tensor]:
@@ -210,6 +220,33 @@ class NormRecalibrationHook(Hook):
             f'{len(done.layers)} normalization layers over {done.batches} '
             f'training batches in {time.perf_counter() - start:.1f} s')
         return done
+
+
+@HOOKS.register_module()
+class FreezeNormStatisticsHook(Hook):
+    """Train with the normalization statistics fixed at their loaded values.
+
+    Before every training iteration the layers :func:`recalibrate_norm_statistics`
+    would recalibrate (every BN, SyncBN and BCN stage with running statistics
+    that ``model.train()`` left training) are put in eval mode: they
+    normalize with their running statistics and do not update them, while
+    their affine parameters and the rest of the model train. This is frozen
+    BN, what ``norm_eval=True`` does for a backbone, applied to the whole
+    model and to BCN's estimate stage, which ``norm_eval`` leaves training
+    on purpose. For fine-tuning at a few images per process from a model
+    trained with large batches, so that the statistics it learned are kept::
+
+        custom_hooks = [dict(type='FreezeNormStatisticsHook')]
+    """
+
+    priority = 'VERY_HIGH'  # before any hook that forwards the model
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch: Optional[dict] = None) -> None:
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        for _, layer in _statistics_layers(model):
+            layer.eval()
 
 
 def _repeat(loader: Iterable) -> Iterable:
