@@ -1,12 +1,14 @@
-"""The speed benchmark runs and prints one ratio per candidate and shape.
+"""The benchmark scripts run: the speed benchmark prints one ratio per
+candidate and shape, the micro-batch study chains its phases.
 
-No timing is asserted (the machines are noisy); this only keeps the script
-that produces the documented figures working.
+No timing or quality is asserted (the machines are noisy, the runs reduced);
+this keeps the scripts that produce the documented figures working.
 """
 import re
 import sys
 
 import pytest
+import torch
 
 
 @pytest.mark.e2e
@@ -57,3 +59,56 @@ def test_ws_share_finds_ws_work_and_only_it(load_tool):
     data = dict(inputs=torch.randn(2, 8, 32, 32))
     assert 0 < ws_share(Tiny(ConvWS2d), data) < 1
     assert ws_share(Tiny(torch.nn.Conv2d), data) == 0
+
+
+@pytest.mark.e2e
+@pytest.mark.dist
+def test_microbatch_study_two_phases(tmp_path, demo_data, run_tool):
+    """One two-phase row, reduced: BCN+WS at 8 images with batch
+    statistics, then at 1 image per process on 2 processes with estimates
+    that continue from phase 1's statistics, then tested recalibrated."""
+    work, out = tmp_path / 'work', tmp_path / 'microbatch'
+    row = 'BCN+WS batch -> estimate, recalibrated'
+    proc = run_tool([
+        sys.executable, 'tools/benchmark_microbatch.py', '--seeds', '0',
+        '--images', '16', '--rows', row, '--recalibration-batches', '3',
+        '--data', str(demo_data.root), *demo_data.args[2:],
+        '--work-dir', str(work), '--out', str(out)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def estimates(run):
+        checkpoint = (work / run / 'last_checkpoint').read_text().strip()
+        state = torch.load(checkpoint, weights_only=False)['state_dict']
+        return {k: int(v) for k, v in state.items()
+                if k.endswith('pbn.num_batches_tracked')}
+    phase1 = estimates('phase1_BCN+WS_s0')
+    phase2 = estimates('phase2_BCN+WS_batch_estimate_s0')
+    # Phase 1: 2 steps of 8 images; phase 2: 8 steps of 1 image on each of
+    # 2 processes, every update continuing the count loaded from phase 1.
+    assert phase1 and set(phase1.values()) == {2}
+    assert phase2.keys() == phase1.keys() and set(phase2.values()) == {10}
+    log = next((work / 'phase2_BCN+WS_batch_estimate_s0_recalibrated')
+               .glob('*/*.log')).read_text()
+    assert re.search(r'recalibrated the statistics of \d+ normalization '
+                     r'layers over 3 training batches', log)
+
+    table = out.with_suffix('.md').read_text()
+    cells = next(line for line in table.splitlines()
+                 if line.startswith(f'| {row} |')).strip('| ').split(' | ')
+    # phase 1 and phase 2: mean and spread (one seed), then the seed count
+    assert all(re.fullmatch(r'\d+\.\d\d', c) for c in cells[1::2][:2])
+    assert cells[-1] == '1'
+    assert out.with_suffix('.png').stat().st_size > 0
+
+
+def test_first_error_of_a_two_process_run(load_tool):
+    first_error = load_tool('benchmark_microbatch').first_error
+    log = ('[rank0]: Traceback (most recent call last):\n'
+           '[rank0]:   File "train.py", line 1, in <module>\n'
+           '[rank0]: ValueError: Expected more than 1 value per channel\n'
+           '[rank1]: ValueError: Expected more than 1 value per channel\n'
+           'torch.distributed.elastic.multiprocessing.errors.'
+           'ChildFailedError: \n')
+    assert first_error(log) == ('ValueError: Expected more than 1 value per '
+                                'channel')
+    assert first_error('no exception\nlast line\n') == 'last line'

@@ -1,74 +1,147 @@
-"""The micro-batch study: BN vs GN vs GN+WS vs BCN+WS at 1-2 images per process.
+"""The micro-batch study: BN, GN, GN+WS and BCN+WS at 1-2 images per process.
 
     python tools/benchmark_microbatch.py [--seeds 0 1] [--images 480]
 
-Trains the demo DeepLabV3 (configs/demo, ResNet-18, on the data of
-tools/make_demo_data.py) once per normalization, batch size and seed, with
-tools/train.py in one process, and evaluates mIoU on the validation split:
+Trains the demo DeepLabV3 (configs/demo: ResNet-18, no pretrained weights) on
+the data of tools/make_demo_data.py and evaluates mIoU on its validation
+split. The variants are the demo config switched by ws_mm.toolbox.switch;
+every run has the demo's poly schedule over its iterations, with the learning
+rate scaled linearly with the images per step (the demo's 0.01 at 2).
 
-    BN at 8 images, BN at 1, GN at 1, GN+WS at 1, BCN+WS at 1 and at 2.
+Two-phase runs, the paper's protocol in miniature (BCN normalizes with batch
+statistics where batches are large, and with its estimates in micro-batch
+training that starts from such a model):
 
-Every run sees the same number of images (``--images``; iterations = images /
-batch) with the demo's poly schedule over its iterations and the learning
-rate scaled linearly with the batch (the demo's 0.01 at 2 images). The
-variants are the demo config switched by ws_mm.toolbox.switch; nothing else
-differs. Writes docs/microbatch.md (mean and spread over seeds) and
-docs/microbatch.png, and keeps each run under --work-dir: a run that
-finished there before is reused, so seeds can be added later.
+* phase 1: ``--images`` images at 8 per step in one process: BN, GN+WS, and
+  BCN+WS with ``mode='batch'``;
+* phase 2: from each phase-1 checkpoint, ``--images`` more at 1 image per
+  process on 2 processes (tools/dist_train.sh): BN, GN+WS, and BCN+WS with
+  ``mode='estimate'``, whose estimates start from phase 1's statistics and
+  are averaged over the processes. Diagnostics: BN and BCN+WS with their
+  statistics frozen after phase 1 (FreezeNormStatisticsHook), and BCN+WS's
+  phase-2 model tested after recalibrating its estimates
+  (NormRecalibrationHook over ``--recalibration-batches`` training images).
+
+From-scratch runs, one phase in one process, ``--images`` images: BN at 8
+and at 1 image, GN, GN+WS and BCN+WS (estimate mode) at 1 image, BCN+WS at 2,
+and BCN+WS at 1 recalibrated before testing.
+
+Writes docs/microbatch.md (mean and spread over seeds) and docs/microbatch.png,
+and keeps each run under --work-dir: a run that finished there before is
+reused, so seeds can be added later.
 """
 import argparse
 import json
+import os
+import re
+import shlex
 import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Dict, List, Optional
 
 from mmengine.config import Config
 
 from ws_mm.toolbox.demo_data import DEMO_CONFIGS, data_root_options
+from ws_mm.toolbox.launch import free_port, logged_test_metrics
 from ws_mm.toolbox.switch import switch_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = DEMO_CONFIGS['mmseg']
 BASE_LR, BASE_BATCH = 0.01, 2
+
+BN = dict(type='BN', requires_grad=True)
 GN = dict(type='GN', num_groups=32, requires_grad=True)
-# name: (conv_cfg, norm_cfg, images per process)
-RUNS = {
-    'BN, 8 img': (None, dict(type='BN', requires_grad=True), 8),
-    'BN, 1 img': (None, dict(type='BN', requires_grad=True), 1),
-    'GN, 1 img': (None, GN, 1),
-    'GN+WS, 1 img': (dict(type='ConvWS'), GN, 1),
-    'BCN+WS, 1 img': (dict(type='ConvWS', variant='B'),
-                      dict(type='BCN', num_groups=32, mode='estimate'), 1),
-    'BCN+WS, 2 img': (dict(type='ConvWS', variant='B'),
-                      dict(type='BCN', num_groups=32, mode='estimate'), 2),
+WS = dict(type='ConvWS')
+WS_B = dict(type='ConvWS', variant='B')  # BCN's WS, as the authors' code
+BCN_BATCH = dict(type='BCN', num_groups=32, mode='batch')
+BCN_ESTIMATE = dict(type='BCN', num_groups=32, mode='estimate')
+FREEZE = dict(type='FreezeNormStatisticsHook')
+
+
+@dataclass
+class Run:
+    """One training run: its layers, ``batch`` images per process on
+    ``procs`` processes, the run whose last checkpoint it starts from
+    (``start``, a key of PHASE1) and its ``custom_hooks``."""
+    conv_cfg: Optional[dict]
+    norm_cfg: dict
+    batch: int
+    procs: int = 1
+    start: Optional[str] = None
+    hooks: List[dict] = field(default_factory=list)
+
+
+PHASE1 = {
+    'BN': Run(None, BN, 8),
+    'GN+WS': Run(WS, GN, 8),
+    'BCN+WS': Run(WS_B, BCN_BATCH, 8),
 }
+# Rows: phase 1 -> phase 2.
+PHASE2 = {
+    'BN -> BN': Run(None, BN, 1, 2, 'BN'),
+    'BN -> BN, statistics frozen': Run(None, BN, 1, 2, 'BN', [FREEZE]),
+    'GN+WS -> GN+WS': Run(WS, GN, 1, 2, 'GN+WS'),
+    'BCN+WS batch -> estimate': Run(WS_B, BCN_ESTIMATE, 1, 2, 'BCN+WS'),
+    'BCN+WS batch -> estimate, estimates frozen': Run(
+        WS_B, BCN_ESTIMATE, 1, 2, 'BCN+WS', [FREEZE]),
+}
+SCRATCH = {
+    'BN, 8 img': Run(None, BN, 8),
+    'BN, 1 img': Run(None, BN, 1),
+    'GN, 1 img': Run(None, GN, 1),
+    'GN+WS, 1 img': Run(WS, GN, 1),
+    'BCN+WS, 1 img': Run(WS_B, BCN_ESTIMATE, 1),
+    'BCN+WS, 2 img': Run(WS_B, BCN_ESTIMATE, 2),
+}
+# Rows that test another row's model after recalibrating its statistics.
+RECALIBRATED = {
+    'BCN+WS batch -> estimate, recalibrated': 'BCN+WS batch -> estimate',
+    'BCN+WS, 1 img, recalibrated': 'BCN+WS, 1 img',
+}
+TWO_PHASE_ROWS = [*PHASE2, 'BCN+WS batch -> estimate, recalibrated']
+SCRATCH_ROWS = [*SCRATCH, 'BCN+WS, 1 img, recalibrated']
 
 
-def run_config(name, layers, seed, images, data, work_dir: Path) -> Path:
-    """Write the config of one run, ``layers`` = (conv_cfg, norm_cfg,
-    images per process), and return its path."""
-    conv_cfg, norm_cfg, batch = layers
+def phase1_of(row: str) -> str:
+    """The phase-1 run a two-phase row continues."""
+    return PHASE2[RECALIBRATED.get(row, row)].start
+
+
+class RunFailed(Exception):
+    """A run that exited non-zero; the message is its first error line."""
+
+
+def slug(name: str) -> str:
+    return re.sub(r'[^A-Za-z0-9+.]+', '_', name).strip('_')
+
+
+def write_config(run: Run, path: Path, seed: int, images: int,
+                 data: str, load_from: Optional[Path]) -> None:
     cfg = Config.fromfile(ROOT / CONFIG)
-    cfg.model = switch_layers(cfg.model, conv_cfg, norm_cfg)
+    cfg.model = switch_layers(cfg.model, run.conv_cfg, run.norm_cfg)
     cfg.merge_from_dict(data_root_options('mmseg', data))
-    iters = images // batch
-    cfg.train_dataloader.batch_size = batch
+    step = run.batch * run.procs
+    iters = images // step
+    cfg.train_dataloader.batch_size = run.batch
     cfg.train_cfg.max_iters = iters
     cfg.train_cfg.val_interval = iters
     cfg.param_scheduler[0].end = iters
-    cfg.optim_wrapper.optimizer.lr = BASE_LR * batch / BASE_BATCH
+    cfg.optim_wrapper.optimizer.lr = BASE_LR * step / BASE_BATCH
     cfg.default_hooks.checkpoint.interval = iters
     cfg.default_hooks.logger.interval = 50
+    cfg.custom_hooks = run.hooks
     cfg.randomness = dict(seed=seed)
-    path = work_dir / f'{name.replace(", ", "_").replace(" ", "")}_s{seed}.py'
+    if load_from is not None:
+        cfg.load_from = str(load_from)
     cfg.dump(str(path))
-    return path
 
 
-def final_miou(run_dir: Path):
-    """The validation mIoU a finished run logged, or None."""
+def final_miou(run_dir: Path) -> Optional[float]:
+    """The validation mIoU a finished training run logged, or None."""
     for scalars in sorted(run_dir.glob('*/vis_data/scalars.json'),
                           reverse=True):
         for line in reversed(scalars.read_text().splitlines()):
@@ -78,21 +151,135 @@ def final_miou(run_dir: Path):
     return None
 
 
-def plot(results, out: Path):
+def last_checkpoint(run_dir: Path) -> Path:
+    return Path((run_dir / 'last_checkpoint').read_text().strip())
+
+
+def first_error(output: str) -> str:
+    """The first line that names an exception (in a 2-process run,
+    torchrun's summary comes last), else the last line."""
+    lines = [re.sub(r'^\[rank\d+\]:', '', line).strip()
+             for line in output.strip().splitlines()] or ['(no output)']
+    return next((line for line in lines
+                 if re.match(r'[\w.]*(Error|Exception): ', line)), lines[-1])
+
+
+def launch(args: List[str], log: Path) -> None:
+    """Run a tool from the repo root, its output in ``log``; each
+    distributed launch on a free port of its own."""
+    with log.open('w') as out:
+        proc = subprocess.run(args, cwd=ROOT, stdout=out,
+                              stderr=subprocess.STDOUT, text=True,
+                              env=dict(os.environ, PORT=str(free_port())))
+    if proc.returncode:
+        raise RunFailed(first_error(log.read_text()))
+
+
+class Study:
+    """The runs of one invocation: in ``work_dir``, on the data in ``data``,
+    ``images`` training images per run (per phase)."""
+
+    def __init__(self, work_dir: Path, data: str, images: int,
+                 scratch: Dict[str, Run], recalibration_batches: int):
+        self.work_dir, self.data, self.images = work_dir, data, images
+        self.scratch = scratch
+        self.recalibration_batches = recalibration_batches
+        self.start = time.time()
+
+    def say(self, message: str) -> None:
+        print(f'[microbatch {time.time() - self.start:5.0f} s] {message}',
+              flush=True)
+
+    def run_dir(self, name: str, seed: int) -> Path:
+        part = ('phase1' if name in PHASE1 else
+                'phase2' if name in PHASE2 else 'scratch')
+        return self.work_dir / f'{part}_{slug(name)}_s{seed}'
+
+    def train(self, name: str, seed: int) -> float:
+        """The mIoU of run ``name`` (of PHASE1, PHASE2 or the scratch runs),
+        trained unless a finished one is in its folder. Raises RunFailed."""
+        run_dir = self.run_dir(name, seed)
+        if final_miou(run_dir) is None:
+            run = PHASE1.get(name) or PHASE2.get(name) or self.scratch[name]
+            load_from = None
+            if run.start is not None:
+                self.train(run.start, seed)
+                load_from = last_checkpoint(self.run_dir(run.start, seed))
+            run_dir.mkdir(parents=True, exist_ok=True)
+            config = run_dir.with_suffix('.py')
+            write_config(run, config, seed, self.images, self.data,
+                         load_from)
+            self.say(f'train {run_dir.name}')
+            launch(([sys.executable, 'tools/train.py', str(config)]
+                    if run.procs == 1 else
+                    ['bash', 'tools/dist_train.sh', str(config),
+                     str(run.procs)]) + ['--work-dir', str(run_dir)],
+                   run_dir / 'run.log')
+        return final_miou(run_dir)
+
+    def recalibrated(self, name: str, seed: int) -> float:
+        """The mIoU of run ``name``'s last checkpoint tested after
+        recalibrating its statistics over training batches of its config."""
+        self.train(name, seed)
+        run_dir = self.run_dir(name, seed)
+        test_dir = run_dir.with_name(run_dir.name + '_recalibrated')
+        if not list(test_dir.glob('*/*.log')):
+            config = Config.fromfile(run_dir.with_suffix('.py'))
+            config.custom_hooks = [dict(
+                type='NormRecalibrationHook',
+                num_batches=self.recalibration_batches,
+                when='before_test')]
+            test_dir.mkdir(parents=True, exist_ok=True)
+            config.dump(str(test_dir.with_suffix('.py')))
+            self.say(f'test {run_dir.name}, recalibrated')
+            launch([sys.executable, 'tools/test.py',
+                    str(test_dir.with_suffix('.py')),
+                    str(last_checkpoint(run_dir)), '--work-dir',
+                    str(test_dir)], test_dir / 'run.log')
+        log = sorted(test_dir.glob('*/*.log'))[-1]
+        return logged_test_metrics(log)['mIoU']
+
+    def miou(self, row: str, seed: int) -> float:
+        if row in RECALIBRATED:
+            return self.recalibrated(RECALIBRATED[row], seed)
+        return self.train(row, seed)
+
+
+def cells(values: Optional[List[float]], failure: str) -> List[str]:
+    """Mean and spread (min-max), or why the run could not train."""
+    if not values:
+        return [f'cannot train: `{failure}`', '']
+    return [f'{statistics.mean(values):.2f}',
+            f'{min(values):.2f}-{max(values):.2f}']
+
+
+def plot(panels, out: Path) -> None:
+    """One panel per table: a bar per row and column (the mean), a dot per
+    seed. ``panels``: (title, {row: [values per column]}, column names)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    names = list(results)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for i, name in enumerate(names):
-        values = results[name]
-        ax.scatter([i] * len(values), values, color='gray', s=12, zorder=2)
-        ax.bar(i, statistics.mean(values), color='C0' if 'BN,' in name
-               else 'C1' if name.startswith('GN,') else 'C2', zorder=1)
-    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
-    ax.set_ylabel('val mIoU (%)')
-    ax.set_title('DeepLabV3 R-18 on the demo VOC data: the same images seen '
-                 'per run', fontsize=9)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5),
+                             squeeze=False)
+    for ax, (title, rows, columns) in zip(axes[0], panels):
+        width = 0.8 / len(columns)
+        for i, row in enumerate(rows):
+            for j, values in enumerate(rows[row]):
+                x = i + (j - (len(columns) - 1) / 2) * width
+                if values:
+                    ax.bar(x, statistics.mean(values), width, color=f'C{j}',
+                           label=columns[j] if i == 0 else None, zorder=1)
+                    ax.scatter([x] * len(values), values, color='k', s=8,
+                               zorder=2)
+                else:
+                    ax.text(x, 1, 'cannot\ntrain', ha='center', fontsize=6)
+        ax.set_xticks(range(len(rows)), [r.replace(' -> ', '\n-> ')
+                                         for r in rows],
+                      rotation=30, ha='right', fontsize=7)
+        ax.set_ylabel('val mIoU (%)')
+        ax.set_title(title, fontsize=9)
+        if len(columns) > 1:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -102,73 +289,93 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
     parser.add_argument('--images', type=int, default=480,
-                        help='training images seen by every run')
-    parser.add_argument('--runs', nargs='+', choices=list(RUNS),
-                        default=list(RUNS))
+                        help='training images per run, per phase')
+    parser.add_argument('--rows', nargs='+',
+                        choices=TWO_PHASE_ROWS + SCRATCH_ROWS,
+                        default=TWO_PHASE_ROWS + SCRATCH_ROWS)
     parser.add_argument(
         '--bcn-momentum', type=float, nargs='+', default=[],
-        help="also run BCN+WS at 1 image with these moving-average rates of "
-        "its estimates (the default run uses BCN's default, 0.1)")
+        help="also train BCN+WS from scratch at 1 image with these "
+        "moving-average rates of its estimates (the other rows: BCN's "
+        "default, 0.1)")
+    parser.add_argument('--recalibration-batches', type=int, default=100)
     parser.add_argument('--data', default='data/demo')
+    parser.add_argument('--num-train', type=int, default=240)
+    parser.add_argument('--num-val', type=int, default=60)
+    parser.add_argument('--size', type=int, default=256)
     parser.add_argument('--work-dir', default='work_dirs/microbatch')
     parser.add_argument('--out', default='docs/microbatch')
     args = parser.parse_args(argv)
-    command = (f'python tools/benchmark_microbatch.py --seeds '
-               f'{" ".join(map(str, args.seeds))} --images {args.images}')
-    if args.runs != list(RUNS):
-        command += ' --runs ' + ' '.join(repr(r) for r in args.runs)
-    if args.bcn_momentum:
-        command += ' --bcn-momentum ' + ' '.join(
-            f'{m:g}' for m in args.bcn_momentum)
-    runs = {name: RUNS[name] for name in args.runs}
+    command = 'python tools/benchmark_microbatch.py ' + shlex.join(
+        sys.argv[1:] if argv is None else argv)
+    scratch = dict(SCRATCH)
+    rows = list(args.rows)
     for momentum in args.bcn_momentum:
-        conv_cfg, norm_cfg, _ = RUNS['BCN+WS, 1 img']
-        runs[f'BCN+WS m{momentum:g}, 1 img'] = (
-            conv_cfg, dict(norm_cfg, momentum=momentum), 1)
-    work_dir = Path(args.work_dir).resolve()
-    work_dir.mkdir(parents=True, exist_ok=True)
+        name = f'BCN+WS m{momentum:g}, 1 img'
+        scratch[name] = Run(WS_B, dict(BCN_ESTIMATE, momentum=momentum), 1)
+        rows.append(name)
     data = str(Path(args.data).resolve())
-    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', data],
+    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', data,
+                    '--num-train', str(args.num_train), '--num-val',
+                    str(args.num_val), '--size', str(args.size)],
                    cwd=ROOT, check=True)
+    study = Study(Path(args.work_dir).resolve(), data, args.images, scratch,
+                  args.recalibration_batches)
 
-    results, failures, start = {}, {}, time.time()
-    for name, layers in runs.items():
-        for seed in args.seeds:
-            config = run_config(name, layers, seed, args.images, data,
-                                work_dir)
-            run_dir = work_dir / config.stem
-            if final_miou(run_dir) is None:  # else: finished earlier, reused
-                print(f'[microbatch] {name}, seed {seed}: {config.name} '
-                      f'({time.time() - start:.0f} s so far)', flush=True)
-                proc = subprocess.run(
-                    [sys.executable, 'tools/train.py', str(config),
-                     '--work-dir', str(run_dir)], cwd=ROOT,
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                    text=True)
-                if proc.returncode:  # a normalization that cannot train
-                    failures[name] = proc.stderr.strip().splitlines()[-1]
-                    print(f'[microbatch]   failed: {failures[name]}')
-                    continue
-            results.setdefault(name, []).append(final_miou(run_dir))
-            print(f'[microbatch]   mIoU {results[name][-1]:.2f}', flush=True)
+    results, failures = {}, {}
+    for seed in args.seeds:
+        for row in rows:
+            try:
+                results.setdefault(row, []).append(study.miou(row, seed))
+                study.say(f'{row}, seed {seed}: mIoU {results[row][-1]:.2f}')
+            except RunFailed as error:
+                failures.setdefault(row, str(error))
+                study.say(f'{row}, seed {seed}: failed: {error}')
+    phase1 = {name: [final_miou(study.run_dir(name, seed))
+                     for seed in args.seeds] for name in PHASE1}
+    phase1 = {name: [v for v in values if v is not None]
+              for name, values in phase1.items()}
+    minutes = (time.time() - study.start) / 60
 
+    two_phase = [r for r in rows if r in TWO_PHASE_ROWS]
+    from_scratch = [r for r in rows if r not in TWO_PHASE_ROWS]
+    lines = [f'Command: `{command}` ({minutes:.0f} min)', '']
+    panels = []
+    if two_phase:
+        lines += [
+            f'Two phases, {args.images} training images each: phase 1 at 8 '
+            'images per step in 1 process, phase 2 from its checkpoint at 1 '
+            'image per process on 2 processes.', '',
+            '| phase 1 -> phase 2 | after phase 1 (mean) | spread | '
+            'after phase 2 (mean) | spread | seeds |',
+            '|---|---|---|---|---|---|']
+        for row in two_phase:
+            lines.append('| ' + ' | '.join([
+                row, *cells(phase1[phase1_of(row)], ''),
+                *cells(results.get(row), failures.get(row)),
+                str(len(results.get(row, [])))]) + ' |')
+        panels.append(('two phases: 8 images, then 1 per process on 2',
+                       {row: [phase1[phase1_of(row)], results.get(row)]
+                        for row in two_phase},
+                       ['after phase 1', 'after phase 2']))
+        lines.append('')
+    if from_scratch:
+        lines += [
+            f'From scratch, one phase of {args.images} training images in '
+            '1 process.', '',
+            '| normalization, images per process | val mIoU (%), mean | '
+            'spread (min-max) | seeds |', '|---|---|---|---|']
+        for row in from_scratch:
+            lines.append('| ' + ' | '.join([
+                row, *cells(results.get(row), failures.get(row)),
+                str(len(results.get(row, [])))]) + ' |')
+        panels.append(('from scratch, 1 process',
+                       {row: [results.get(row)] for row in from_scratch},
+                       ['val mIoU']))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [
-        f'Command: `{command}`', '',
-        '| normalization, images per process | val mIoU (%), mean | '
-        'spread (min-max) | seeds |', '|---|---|---|---|'
-    ]
-    for name in runs:
-        values = results.get(name)
-        if values:
-            lines.append(f'| {name} | {statistics.mean(values):.2f} | '
-                         f'{min(values):.2f}-{max(values):.2f} | '
-                         f'{len(values)} |')
-        else:
-            lines.append(f'| {name} | cannot train: `{failures[name]}` | | |')
-    out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
-    plot(results, out.with_suffix('.png'))  # the runs that trained
+    out.with_suffix('.md').write_text('\n'.join(lines).rstrip() + '\n')
+    plot(panels, out.with_suffix('.png'))
     print('\n'.join(lines))
 
 
