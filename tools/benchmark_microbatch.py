@@ -90,7 +90,7 @@ PHASE2 = {
         WS_B, BCN_ESTIMATE, 1, 2, 'BCN+WS', [FREEZE]),
 }
 SCRATCH = {
-    'BN, 8 img': Run(None, BN, 8),
+    'BN, 8 img': PHASE1['BN'],  # the same run, trained once
     'BN, 1 img': Run(None, BN, 1),
     'GN, 1 img': Run(None, GN, 1),
     'GN+WS, 1 img': Run(WS, GN, 1),
@@ -182,7 +182,7 @@ class Study:
     def __init__(self, work_dir: Path, data: str, images: int,
                  scratch: Dict[str, Run], recalibration_batches: int):
         self.work_dir, self.data, self.images = work_dir, data, images
-        self.scratch = scratch
+        self.runs = {**PHASE1, **PHASE2, **scratch}
         self.recalibration_batches = recalibration_batches
         self.start = time.time()
 
@@ -191,6 +191,9 @@ class Study:
               flush=True)
 
     def run_dir(self, name: str, seed: int) -> Path:
+        # a run listed twice is trained once, under its first name
+        name = next(n for n, run in self.runs.items()
+                    if run is self.runs[name])
         part = ('phase1' if name in PHASE1 else
                 'phase2' if name in PHASE2 else 'scratch')
         return self.work_dir / f'{part}_{slug(name)}_s{seed}'
@@ -200,7 +203,7 @@ class Study:
         trained unless a finished one is in its folder. Raises RunFailed."""
         run_dir = self.run_dir(name, seed)
         if final_miou(run_dir) is None:
-            run = PHASE1.get(name) or PHASE2.get(name) or self.scratch[name]
+            run = self.runs[name]
             load_from = None
             if run.start is not None:
                 self.train(run.start, seed)
