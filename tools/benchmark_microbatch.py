@@ -266,12 +266,15 @@ def plot(panels, out: Path) -> None:
                              squeeze=False)
     for ax, (title, rows, columns) in zip(axes[0], panels):
         width = 0.8 / len(columns)
+        labelled = set()
         for i, row in enumerate(rows):
             for j, values in enumerate(rows[row]):
                 x = i + (j - (len(columns) - 1) / 2) * width
                 if values:
                     ax.bar(x, statistics.mean(values), width, color=f'C{j}',
-                           label=columns[j] if i == 0 else None, zorder=1)
+                           label=None if j in labelled else columns[j],
+                           zorder=1)
+                    labelled.add(j)
                     ax.scatter([x] * len(values), values, color='k', s=8,
                                zorder=2)
                 else:
@@ -338,11 +341,10 @@ def main(argv=None):
                      for seed in args.seeds] for name in PHASE1}
     phase1 = {name: [v for v in values if v is not None]
               for name, values in phase1.items()}
-    minutes = (time.time() - study.start) / 60
 
     two_phase = [r for r in rows if r in TWO_PHASE_ROWS]
     from_scratch = [r for r in rows if r not in TWO_PHASE_ROWS]
-    lines = [f'Command: `{command}` ({minutes:.0f} min)', '']
+    lines = [f'Command: `{command}`', '']
     panels = []
     if two_phase:
         lines += [
