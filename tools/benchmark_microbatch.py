@@ -1,6 +1,6 @@
 """The micro-batch study: BN, GN, GN+WS and BCN+WS at 1-2 images per process.
 
-    python tools/benchmark_microbatch.py [--seeds 0 1] [--images 480]
+    python tools/benchmark_microbatch.py [--seeds 0 [1 ...]] [--rows ...]
 
 Trains the demo DeepLabV3 (configs/demo: ResNet-18, no pretrained weights) on
 the data of tools/make_demo_data.py and evaluates mIoU on its validation
@@ -41,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from mmengine.config import Config
 
@@ -180,9 +180,9 @@ class Study:
     ``images`` training images per run (per phase)."""
 
     def __init__(self, work_dir: Path, data: str, images: int,
-                 scratch: Dict[str, Run], recalibration_batches: int):
+                 recalibration_batches: int):
         self.work_dir, self.data, self.images = work_dir, data, images
-        self.runs = {**PHASE1, **PHASE2, **scratch}
+        self.runs = {**PHASE1, **PHASE2, **SCRATCH}
         self.recalibration_batches = recalibration_batches
         self.start = time.time()
 
@@ -199,7 +199,7 @@ class Study:
         return self.work_dir / f'{part}_{slug(name)}_s{seed}'
 
     def train(self, name: str, seed: int) -> float:
-        """The mIoU of run ``name`` (of PHASE1, PHASE2 or the scratch runs),
+        """The mIoU of run ``name`` (of PHASE1, PHASE2 or SCRATCH),
         trained unless a finished one is in its folder. Raises RunFailed."""
         run_dir = self.run_dir(name, seed)
         if final_miou(run_dir) is None:
@@ -293,17 +293,12 @@ def plot(panels, out: Path) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0])
     parser.add_argument('--images', type=int, default=480,
                         help='training images per run, per phase')
     parser.add_argument('--rows', nargs='+',
                         choices=TWO_PHASE_ROWS + SCRATCH_ROWS,
                         default=TWO_PHASE_ROWS + SCRATCH_ROWS)
-    parser.add_argument(
-        '--bcn-momentum', type=float, nargs='+', default=[],
-        help="also train BCN+WS from scratch at 1 image with these "
-        "moving-average rates of its estimates (the other rows: BCN's "
-        "default, 0.1)")
     parser.add_argument('--recalibration-batches', type=int, default=100)
     parser.add_argument('--data', default='data/demo')
     parser.add_argument('--num-train', type=int, default=240)
@@ -314,18 +309,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     command = 'python tools/benchmark_microbatch.py ' + shlex.join(
         sys.argv[1:] if argv is None else argv)
-    scratch = dict(SCRATCH)
-    rows = list(args.rows)
-    for momentum in args.bcn_momentum:
-        name = f'BCN+WS m{momentum:g}, 1 img'
-        scratch[name] = Run(WS_B, dict(BCN_ESTIMATE, momentum=momentum), 1)
-        rows.append(name)
+    rows = args.rows
     data = str(Path(args.data).resolve())
     subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', data,
                     '--num-train', str(args.num_train), '--num-val',
                     str(args.num_val), '--size', str(args.size)],
                    cwd=ROOT, check=True)
-    study = Study(Path(args.work_dir).resolve(), data, args.images, scratch,
+    study = Study(Path(args.work_dir).resolve(), data, args.images,
                   args.recalibration_batches)
 
     results, failures = {}, {}
