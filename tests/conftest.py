@@ -61,7 +61,8 @@ def torchrun():
     29400, which the previous run may still hold)."""
     def argv(nproc, script, *args):
         return [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1',
-                '--master_addr=127.0.0.1', f'--master_port={launch.free_port()}',
+                '--master_addr=127.0.0.1',
+                f'--master_port={launch.free_port()}',
                 f'--nproc_per_node={nproc}', str(script), *map(str, args)]
     return argv
 

@@ -226,15 +226,16 @@ class NormRecalibrationHook(Hook):
 class FreezeNormStatisticsHook(Hook):
     """Train with the normalization statistics fixed at their loaded values.
 
-    Before every training iteration the layers :func:`recalibrate_norm_statistics`
-    would recalibrate (every BN, SyncBN and BCN stage with running statistics
-    that ``model.train()`` left training) are put in eval mode: they
-    normalize with their running statistics and do not update them, while
-    their affine parameters and the rest of the model train. This is frozen
-    BN, what ``norm_eval=True`` does for a backbone, applied to the whole
-    model and to BCN's estimate stage, which ``norm_eval`` leaves training
-    on purpose. For fine-tuning at a few images per process from a model
-    trained with large batches, so that the statistics it learned are kept::
+    Before every training iteration, the layers that
+    :func:`recalibrate_norm_statistics` works on (every BN, SyncBN and BCN
+    stage with running statistics that ``model.train()`` left training) go
+    to eval mode: they normalize with their running statistics and do not
+    update them, while their affine parameters and the rest of the model
+    train. This is frozen BN, what ``norm_eval=True`` does for a backbone,
+    applied to the whole model and to BCN's estimate stage, which
+    ``norm_eval`` leaves training on purpose. For fine-tuning at a few
+    images per process from a model trained with large batches, so that the
+    statistics it learned are kept::
 
         custom_hooks = [dict(type='FreezeNormStatisticsHook')]
     """
