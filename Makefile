@@ -3,7 +3,8 @@
 # CI runs exactly that.
 # `make test-oldest` sets up .venv-oldest (torch 2.0, the oldest supported)
 # and runs there what must work on every supported torch: the layers, the
-# registry, every config, the install, and 2-process runs of both demo models.
+# registry, every config, the install, 2-process runs of both demo models,
+# and ending a process group (which torch 2.0 itself can deadlock on).
 # `make test-fast` leaves out the end-to-end tests (marker e2e: tools run in
 # subprocesses, multi-process training) and the full-size models (slow): the
 # unit tests, in a few minutes.
@@ -12,7 +13,8 @@ PY := .venv/bin/python
 OLDEST_TESTS := tests/test_weight_standardization.py \
 	tests/test_conv_ws_functional.py tests/test_batch_channel_norm.py \
 	tests/test_registry.py tests/test_configs.py tests/test_stack.py \
-	tests/test_tools.py::test_two_process_train_resume_and_test
+	tests/test_tools.py::test_two_process_train_resume_and_test \
+	tests/test_tools.py::test_ending_a_process_group_never_deadlocks
 
 .PHONY: setup setup-oldest test test-oldest test-fast demo
 setup:

@@ -380,6 +380,18 @@ def test_no_gloo_thread_outlives_the_toolbox_script(tmp_path, run_tool):
 
 
 @pytest.mark.dist
+def test_ending_a_process_group_never_deadlocks(tmp_path, run_tool,
+                                                torchrun):
+    """Where torch's own destroy_process_group can deadlock (torch 2.0.1 does
+    within these 300 cycles), ws_mm's ends every group."""
+    script = ROOT / 'tests' / 'dist_scripts' / 'destroy_cycles.py'
+    proc = check(run_tool(torchrun(2, script, tmp_path, 300), timeout=300))
+    for rank in range(2):
+        assert (tmp_path / f'rank{rank}.txt').read_text() == '300', \
+            proc.stderr[-3000:]
+
+
+@pytest.mark.dist
 def test_a_failing_two_process_run_exits_non_zero_with_its_error(
         tmp_path, demo_data, dist_run):
     config = bcn_config(tmp_path, DET_BCN, DET_DEMO, demo_data.root)

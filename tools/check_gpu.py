@@ -44,6 +44,7 @@ from ws_mm.functional.fusion import _TORCH_COMPILES, compile_mode
 from ws_mm.layers import BatchChannelNorm, ConvWS2d
 from ws_mm.toolbox.demo_data import (DEMO_CONFIGS, as_cfg_options,
                                      data_root_options)
+from ws_mm.toolbox.launch import destroy_process_group
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -400,7 +401,7 @@ def _sync_bcn_worker(rank, folder, x, grad_out, state):
                         running_var=bcn.pbn.running_var.cpu()),
                    f'{folder}/rank{rank}.pt')
     finally:
-        dist.destroy_process_group()
+        destroy_process_group()
 
 
 def check_bcn_sync(ctx):

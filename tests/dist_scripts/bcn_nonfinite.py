@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ws_mm.layers import BatchChannelNorm
+from ws_mm.toolbox.launch import destroy_process_group
 
 out_dir = sys.argv[1]
 torch.set_num_threads(1)
@@ -53,4 +54,4 @@ try:
     torch.save(dict(steps=steps, messages=messages),
                f'{out_dir}/rank{rank}.pt')
 finally:
-    dist.destroy_process_group()
+    destroy_process_group()

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from ws_mm.layers import BatchChannelNorm
+from ws_mm.toolbox.launch import destroy_process_group
 
 out_dir, dtype = sys.argv[1], getattr(torch, sys.argv[2])
 torch.set_num_threads(1)
@@ -27,4 +28,4 @@ try:
     torch.save(dict(x=x, **{k: v.clone() for k, v in bcn.pbn.state_dict().items()}),
                f'{out_dir}/rank{rank}.pt')
 finally:
-    dist.destroy_process_group()
+    destroy_process_group()

@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ws_mm.layers import EstimatedBatchNorm
+from ws_mm.toolbox.launch import destroy_process_group
 from ws_mm.toolbox.recalibration import recalibrate_norm_statistics
 
 out_dir = sys.argv[1]
@@ -34,4 +35,4 @@ try:
     torch.save(dict(state=model.state_dict(), **inputs),
                f'{out_dir}/rank{rank}.pt')
 finally:
-    dist.destroy_process_group()
+    destroy_process_group()

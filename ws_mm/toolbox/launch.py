@@ -162,21 +162,41 @@ def run(tool: str, argv: List[str]) -> None:
 
 def run_script(path: str) -> None:
     """Run a toolbox script as ``__main__``; then, after a success, end the
-    process group while the interpreter is whole.
-
-    gloo's worker threads live as long as the C++ process group, and the
-    toolbox's runner keeps it, through its DDP wrapper, in reference cycles
-    that only the garbage collector frees: destroying the group in Python
-    leaves the threads running, and the interpreter's exit could then abort
-    the finished process (SIGABRT, "terminate called without an active
-    exception"), which torchrun reports as a failed run. Collecting the
-    cycles after the destruction joins the threads here. Only after a
-    success: after an error, other ranks may still wait in a collective.
+    process group while the interpreter is whole
+    (:func:`destroy_process_group`): left to the interpreter's exit, gloo's
+    threads could abort the finished process (SIGABRT, "terminate called
+    without an active exception"), which torchrun reports as a failed run.
+    Only after a success: after an error, other ranks may still wait in a
+    collective.
     """
     runpy.run_path(path, run_name='__main__')
     if dist.is_initialized():
-        dist.destroy_process_group()
-        gc.collect()
+        destroy_process_group()
+
+
+def destroy_process_group() -> None:
+    """``torch.distributed.destroy_process_group()``, its threads joined here,
+    without the deadlock it can end in on older torch (2.0 among them).
+
+    Destroying a group joins its backends' worker threads. A gloo worker may
+    still be freeing the tensors of the last collective, which takes the
+    GIL; until pytorch/pytorch#154976 the group's destructor holds the GIL
+    while it joins, and both wait forever. Each backend's own Python handle
+    releases the GIL when it goes, so the handles are held while the group
+    goes and dropped last. In between, the garbage collector frees the
+    reference cycles that keep the group alive (the toolbox runner's DDP
+    wrapper): otherwise the threads would outlive this call.
+    """
+    group = dist.group.WORLD
+    backends = []
+    for device in ('cpu', 'cuda'):
+        try:
+            backends.append(group._get_backend(torch.device(device)))
+        except RuntimeError:  # no backend for that device type
+            pass
+    dist.destroy_process_group()
+    gc.collect()
+    del backends  # joins the threads, the GIL released
 
 
 def free_port() -> int:
