@@ -460,7 +460,9 @@ def test_batch_mode_warns_once_when_pbn_frozen():
     bcn.pbn.eval()  # what mmdet's ResNet does with norm_eval=True
     with pytest.warns(UserWarning, match='norm_eval=False') as caught:
         bcn(x)
-    assert len(caught) == 1 and 'BatchChannelNorm' in str(caught[0].message)
+    message = str(caught[0].message)
+    assert len(caught) == 1 and 'BatchChannelNorm' in message
+    assert 'FreezeNormStatisticsHook' in message  # the other, deliberate cause
     assert _record_warnings(lambda: bcn(x)) == []  # once per instance
 
     other = BatchChannelNorm(8, num_groups=4, mode='batch').eval()

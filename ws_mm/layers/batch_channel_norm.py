@@ -247,9 +247,10 @@ class BatchChannelNorm(nn.Module):
             warnings.warn(
                 'BatchChannelNorm(mode="batch") is training but its BN stage '
                 '`pbn` is in eval mode, so the batch statistics are frozen to '
-                'the running ones; this is what norm_eval=True does in '
-                'mmdet/mmseg backbones. Set norm_eval=False in the backbone '
-                'config of a BCN model.', UserWarning, stacklevel=2)
+                'the running ones. norm_eval=True in mmdet/mmseg backbones '
+                'does this, and so does FreezeNormStatisticsHook, on '
+                'purpose. If you did not mean it, set norm_eval=False in the '
+                'backbone config of a BCN model.', UserWarning, stacklevel=2)
             self._warned_frozen_pbn = True
         return group_norm_group_affine(self.pbn(x), self.num_groups,
                                        self.weight, self.bias, self.eps)
