@@ -187,11 +187,11 @@ def destroy_process_group() -> None:
     reference cycles that keep the group alive (the toolbox runner's DDP
     wrapper): otherwise the threads would outlive this call.
     """
-    group = dist.group.WORLD
-    backends = []
+    backends = []  # no name for the group: it must go before the handles
     for device in ('cpu', 'cuda'):
         try:
-            backends.append(group._get_backend(torch.device(device)))
+            backends.append(
+                dist.group.WORLD._get_backend(torch.device(device)))
         except RuntimeError:  # no backend for that device type
             pass
     dist.destroy_process_group()
