@@ -382,8 +382,9 @@ def test_no_gloo_thread_outlives_the_toolbox_script(tmp_path, run_tool):
 @pytest.mark.dist
 def test_ending_a_process_group_never_deadlocks(tmp_path, run_tool,
                                                 torchrun):
-    """Where torch's own destroy_process_group can deadlock (torch 2.0.1 does
-    within these 300 cycles), ws_mm's ends every group."""
+    """Where torch's own destroy_process_group can deadlock (on torch 2.0.1
+    it did within these 300 cycles in every run tried), ws_mm's ends every
+    group."""
     script = ROOT / 'tests' / 'dist_scripts' / 'destroy_cycles.py'
     proc = check(run_tool(torchrun(2, script, tmp_path, 300), timeout=300))
     for rank in range(2):
