@@ -14,6 +14,7 @@ import torch
 
 from ws_mm.toolbox.checkpoint import WEIGHTS_ONLY_BY_DEFAULT
 from ws_mm.toolbox.demo_data import as_cfg_options, data_root_options
+from ws_mm.toolbox.launch import destroy_process_group
 
 pytestmark = pytest.mark.e2e
 
@@ -390,6 +391,11 @@ def test_ending_a_process_group_never_deadlocks(tmp_path, run_tool,
     for rank in range(2):
         assert (tmp_path / f'rank{rank}.txt').read_text() == '300', \
             proc.stderr[-3000:]
+
+
+def test_ending_no_process_group_says_so():
+    with pytest.raises(RuntimeError, match='not initialized'):
+        destroy_process_group()
 
 
 @pytest.mark.dist

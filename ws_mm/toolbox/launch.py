@@ -187,6 +187,9 @@ def destroy_process_group() -> None:
     reference cycles that keep the group alive (the toolbox runner's DDP
     wrapper): otherwise the threads would outlive this call.
     """
+    if not dist.is_initialized():
+        raise RuntimeError('destroy_process_group: there is no process group '
+                           'to end (torch.distributed is not initialized)')
     backends = []  # no name for the group: it must go before the handles
     for device in ('cpu', 'cuda'):
         try:
