@@ -32,9 +32,11 @@ def test_layer_tables(tmp_path, run_tool):
                   for c in cells[2:-1]]
         assert all(ratios), row
         ratios = [tuple(map(float, r.groups())) for r in ratios]
-        # conv: mmcv and ws_mm against conv; kernel: compiled always and
-        # auto against never; norm: BN, BCN x2 against GN
-        expected = 2 if '->' in cells[0] or 'backward' in cells[1] else 3
+        # conv: mmcv and ws_mm (auto, eager, compiled) against conv;
+        # kernel: compiled always and auto against never; norm: BN, BCN x2
+        # against GN
+        expected = 4 if '->' in cells[0] else 2 if 'backward' in cells[1] \
+            else 3
         assert len(ratios) == expected, row
         assert all(0 < low <= median <= high for median, low, high in ratios)
         assert cells[-1].endswith(' ms')

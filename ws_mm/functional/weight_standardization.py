@@ -170,8 +170,9 @@ def _closed_form_backward(grad_w_hat: Tensor, w_hat: Tensor, scale: Tensor,
                           root: Tensor, divisor: int):
     g = grad_w_hat
     root_over_s = root.clamp_min(torch.finfo(w_hat.dtype).tiny) * scale
-    # <g, W_hat> per row as a batched dot product: no g * W_hat temporary
-    along = torch.bmm(g.unsqueeze(1), w_hat.unsqueeze(2)).view(-1, 1)
+    # <g, W_hat> per row; on CPU a bmm of 1-row matrices is several times
+    # slower than this product and sum
+    along = torch.linalg.vecdot(g, w_hat, dim=1).view(-1, 1)
     along = along.div_(divisor).div_(root_over_s)
     offset = g.sum(1, keepdim=True).div_(-g.shape[1]).mul_(scale)
     # scale * g + offset - (scale * along) * w_hat, in place of g
