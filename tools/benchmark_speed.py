@@ -13,13 +13,14 @@ Absolute times (the baseline's median) are printed for reference only.
 
 Tables: ``conv``, WS conv vs plain conv vs mmcv's ConvWS2d at the conv shapes
 of Mask R-CNN R-50-FPN on one 800x1333 image (ours with its kernels as chosen
-by default, eager and compiled); ``kernel``, WS's own work at those
-weights with its kernels eager, compiled and as chosen by default; ``norm``, BCN vs GN vs BN;
-``model``, one training iteration and inference of Mask R-CNN R-50-FPN and
-DeepLabV3 R-50-D8 with GN+WS vs GN vs BN (inference: WS cached or folded),
-time and peak memory (each variant measured in a fresh process, as the growth
-of its peak resident memory over the built model), and the share of a GN+WS
-training iteration that WS's own work takes (torch.profiler).
+by default, eager and compiled); ``kernel``, WS's own work at those weights
+with its kernels eager, compiled and as chosen by default; ``norm``, BCN vs
+GN vs BN; ``model``, one training iteration and inference of Mask R-CNN
+R-50-FPN and DeepLabV3 R-50-D8 with GN+WS vs GN vs BN (inference: WS cached
+or folded), time and peak memory (each variant measured in a fresh process,
+as the growth of its peak resident memory over the built model), and the
+share of a GN+WS training iteration that WS's own work takes
+(torch.profiler).
 """
 import argparse
 import copy
