@@ -52,6 +52,11 @@ def compile_mode() -> str:
     return _MODES[env]
 
 
+def compiling() -> bool:
+    """Whether the calling code is being traced by ``torch.compile``."""
+    return _TORCH_COMPILES and torch.compiler.is_compiling()
+
+
 def fused(min_cpu_numel: int):
     """Decorate ``fn(tensor, ...)`` to run compiled (``dynamic=True``, once
     for every shape) or eagerly, by :func:`compile_mode`, the first

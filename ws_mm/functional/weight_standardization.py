@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .fusion import fused
+from .fusion import compiling, fused
 
 
 class WSVariant(NamedTuple):
@@ -143,23 +143,24 @@ def _restandardize_rows(rows: Tensor, stats: _RowStats,
 _WORKSPACES = threading.local()
 
 
-def _workspace(rows: Tensor) -> Optional[Tensor]:
-    """A buffer for a transient ``W_hat`` of ``rows`` (in the statistics'
+def _workspace(rows: Tensor, slot: int = 0) -> Optional[Tensor]:
+    """A buffer for a transient array of ``rows``' size (in the statistics'
     dtype) on CPU; ``None`` (allocate as usual) elsewhere.
 
     A fresh weight-sized tensor on CPU comes from the OS in new pages, and
     faulting them in costs more than all of WS's arithmetic. One buffer per
-    thread and dtype, as large as the largest weight seen, serves every WS
-    layer in turn: the forward's W_hat lives until its convolution returns,
-    the backward's until the gradient is formed.
+    thread, dtype and slot, as large as the largest weight seen, serves every
+    WS layer in turn. Slot 0 holds W_hat: the forward's until its convolution
+    returns, the backward's until the gradient is formed; slot 1 the
+    backward's product ``g * W_hat``.
     """
     if rows.device.type != 'cpu':  # CUDA's caching allocator reuses memory
         return None
     dtype = torch.promote_types(rows.dtype, torch.float32)
     buffers = _WORKSPACES.__dict__.setdefault('buffers', {})
-    buffer = buffers.get(dtype)
+    buffer = buffers.get((dtype, slot))
     if buffer is None or buffer.numel() < rows.numel():
-        buffer = buffers[dtype] = torch.empty(rows.numel(), dtype=dtype)
+        buffer = buffers[dtype, slot] = torch.empty(rows.numel(), dtype=dtype)
     return buffer[:rows.numel()].view(rows.shape)
 
 
@@ -167,12 +168,15 @@ def _workspace(rows: Tensor) -> Optional[Tensor]:
 # (tools/benchmark_speed.py --only kernel).
 @fused(min_cpu_numel=1 << 21)
 def _closed_form_backward(grad_w_hat: Tensor, w_hat: Tensor, scale: Tensor,
-                          root: Tensor, divisor: int):
+                          root: Tensor, divisor: int,
+                          scratch: Optional[Tensor]):
     g = grad_w_hat
     root_over_s = root.clamp_min(torch.finfo(w_hat.dtype).tiny) * scale
     # <g, W_hat> per row; on CPU a bmm of 1-row matrices is several times
-    # slower than this product and sum
-    along = torch.linalg.vecdot(g, w_hat, dim=1).view(-1, 1)
+    # slower than a product and a sum. Eagerly the product goes into scratch
+    # (if given); compiled, it is fused into the sum.
+    out = None if compiling() else scratch
+    along = torch.mul(g, w_hat, out=out).sum(1, keepdim=True)
     along = along.div_(divisor).div_(root_over_s)
     offset = g.sum(1, keepdim=True).div_(-g.shape[1]).mul_(scale)
     # scale * g + offset - (scale * along) * w_hat, in place of g
@@ -180,7 +184,8 @@ def _closed_form_backward(grad_w_hat: Tensor, w_hat: Tensor, scale: Tensor,
 
 
 def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
-                               stats: _RowStats) -> Tensor:
+                               stats: _RowStats,
+                               scratch: Optional[Tensor] = None) -> Tensor:
     """The gradient w.r.t. W of the paper's eq. 14-15, written over ``w_hat``.
 
     eq. 14 removes the component along W_hat (the derivative of s), eq. 15
@@ -190,9 +195,11 @@ def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
     constant filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN.
     ``grad_w_hat`` is overwritten if it has the statistics' dtype: callers
     pass a gradient no one else holds. The result is in that dtype.
+    ``scratch``, a buffer of ``w_hat``'s size and dtype, spares a temporary.
     """
     return _closed_form_backward(grad_w_hat.to(w_hat.dtype), w_hat,
-                                 stats.scale, stats.root, stats.divisor)
+                                 stats.scale, stats.root, stats.divisor,
+                                 scratch)
 
 
 class _StandardizeRows(torch.autograd.Function):
