@@ -105,8 +105,7 @@ class _WSConvolution(torch.autograd.Function):
             # the closed form overwrites its input, which the hook may hold
             grad_w_hat = (grad_w_hat if replaced is None else replaced).clone()
         grad_rows = _standardize_rows_backward(
-            filter_rows(grad_w_hat, args.transposed, args.groups), rows, stats,
-            _workspace(rows, slot=1))
+            filter_rows(grad_w_hat, args.transposed, args.groups), rows, stats)
         grad_w = unfilter_rows(grad_rows, weight.shape, args.transposed,
                                args.groups).to(weight.dtype)
         return grad_x, grad_w, grad_bias, None, None, None

@@ -168,15 +168,14 @@ def _workspace(rows: Tensor, slot: int = 0) -> Optional[Tensor]:
 # (tools/benchmark_speed.py --only kernel).
 @fused(min_cpu_numel=1 << 21)
 def _closed_form_backward(grad_w_hat: Tensor, w_hat: Tensor, scale: Tensor,
-                          root: Tensor, divisor: int,
-                          scratch: Optional[Tensor]):
+                          root: Tensor, divisor: int):
     g = grad_w_hat
     root_over_s = root.clamp_min(torch.finfo(w_hat.dtype).tiny) * scale
     # <g, W_hat> per row; on CPU a bmm of 1-row matrices is several times
-    # slower than a product and a sum. Eagerly the product goes into scratch
-    # (if given); compiled, it is fused into the sum.
-    out = None if compiling() else scratch
-    along = torch.mul(g, w_hat, out=out).sum(1, keepdim=True)
+    # slower than a product and a sum. Run eagerly, the product goes into a
+    # reused buffer; compiled, it is fused into the sum.
+    product = None if compiling() else _workspace(g, slot=1)
+    along = torch.mul(g, w_hat, out=product).sum(1, keepdim=True)
     along = along.div_(divisor).div_(root_over_s)
     offset = g.sum(1, keepdim=True).div_(-g.shape[1]).mul_(scale)
     # scale * g + offset - (scale * along) * w_hat, in place of g
@@ -184,8 +183,7 @@ def _closed_form_backward(grad_w_hat: Tensor, w_hat: Tensor, scale: Tensor,
 
 
 def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
-                               stats: _RowStats,
-                               scratch: Optional[Tensor] = None) -> Tensor:
+                               stats: _RowStats) -> Tensor:
     """The gradient w.r.t. W of the paper's eq. 14-15, written over ``w_hat``.
 
     eq. 14 removes the component along W_hat (the derivative of s), eq. 15
@@ -195,11 +193,9 @@ def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
     constant filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN.
     ``grad_w_hat`` is overwritten if it has the statistics' dtype: callers
     pass a gradient no one else holds. The result is in that dtype.
-    ``scratch``, a buffer of ``w_hat``'s size and dtype, spares a temporary.
     """
     return _closed_form_backward(grad_w_hat.to(w_hat.dtype), w_hat,
-                                 stats.scale, stats.root, stats.divisor,
-                                 scratch)
+                                 stats.scale, stats.root, stats.divisor)
 
 
 class _StandardizeRows(torch.autograd.Function):
