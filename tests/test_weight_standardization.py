@@ -7,6 +7,7 @@ eps * sqrt(n) * the sum of their magnitudes (eps the dtype's machine epsilon;
 sqrt(n): rounding errors of random sign add up like a random walk).
 """
 import math
+import warnings
 
 import pytest
 import torch
@@ -257,8 +258,10 @@ def test_float32_gradient_of_the_compiled_kernel_matches_eager(monkeypatch):
     grads = {}
     for mode in ('1', '0'):
         monkeypatch.setenv('WS_MM_COMPILE', mode)
-        (grads[mode], ) = torch.autograd.grad(weight_standardization(w), w,
-                                              grad_out)
+        with warnings.catch_warnings():  # compiled indeed: no fallback
+            warnings.simplefilter('error', RuntimeWarning)
+            (grads[mode], ) = torch.autograd.grad(weight_standardization(w),
+                                                  w, grad_out)
     # Per filter the gradient is (g - mean(g) - W_hat <g, W_hat> / (n - 1))
     # / s, two sums over the filter's n weights that the compiled kernel
     # adds up in another order: off by about eps * sqrt(n) times the terms'
