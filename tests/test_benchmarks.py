@@ -32,10 +32,10 @@ def test_layer_tables(tmp_path, run_tool):
                   for c in cells[2:-1]]
         assert all(ratios), row
         ratios = [tuple(map(float, r.groups())) for r in ratios]
-        # conv: mmcv and ws_mm (auto, eager, compiled) against conv;
-        # kernel: compiled always and auto against never; norm: BN, BCN x2
-        # against GN
-        expected = 4 if '->' in cells[0] else 2 if 'backward' in cells[1] \
+        # conv: mmcv, ws_mm (auto, eager, compiled) and the weight-traffic
+        # floor against conv; kernel: compiled always and auto against never;
+        # norm: BN, BCN x2 against GN
+        expected = 5 if '->' in cells[0] else 2 if 'backward' in cells[1] \
             else 3
         assert len(ratios) == expected, row
         assert all(0 < low <= median <= high for median, low, high in ratios)
@@ -61,6 +61,31 @@ def test_ws_share_finds_ws_work_and_only_it(load_tool):
     data = dict(inputs=torch.randn(2, 8, 32, 32))
     assert 0 < ws_share(Tiny(ConvWS2d), data) < 1
     assert ws_share(Tiny(torch.nn.Conv2d), data) == 0
+
+
+def test_the_weight_traffic_floor_is_the_plain_conv_plus_copies(load_tool):
+    """The conv table's floor column computes the plain conv (its traffic
+    is timed against it), with W added to the weight's gradient."""
+    floor_cls = load_tool('benchmark_speed').WeightTrafficConv
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(4, 6, 3, padding=1).double()
+    floor = floor_cls(4, 6, 3, padding=1).double()
+    floor.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
+    grads = []
+    for conv in (plain, floor):
+        xr = x.clone().requires_grad_()
+        out = conv(xr)
+        out.sin().sum().backward()
+        grads.append((out, xr.grad, conv.weight.grad, conv.bias.grad))
+    (out, gx, gw, gb), (f_out, f_gx, f_gw, f_gb) = grads
+    torch.testing.assert_close(f_out, out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(f_gx, gx, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(f_gw, gw + plain.weight, rtol=1e-12,
+                               atol=1e-12)
+    torch.testing.assert_close(f_gb, gb, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():
+        torch.testing.assert_close(floor.eval()(x), plain(x), rtol=0, atol=0)
 
 
 @pytest.mark.e2e

@@ -13,7 +13,8 @@ Absolute times (the baseline's median) are printed for reference only.
 
 Tables: ``conv``, WS conv vs plain conv vs mmcv's ConvWS2d at the conv shapes
 of Mask R-CNN R-50-FPN on one 800x1333 image (ours with its kernels as chosen
-by default, eager and compiled); ``kernel``, WS's own work at those weights
+by default, eager and compiled), beside the floor of WS's memory traffic
+(``WeightTrafficConv``); ``kernel``, WS's own work at those weights
 with its kernels eager, compiled and as chosen by default; ``norm``, BCN vs
 GN vs BN; ``model``, one training iteration and inference of Mask R-CNN
 R-50-FPN and DeepLabV3 R-50-D8 with GN+WS vs GN vs BN (inference: WS cached
@@ -34,10 +35,12 @@ from pathlib import Path
 
 import torch
 from mmcv.cnn.bricks.conv_ws import ConvWS2d as MMCVConvWS2d
+import torch.nn.functional as F
 from torch import nn
 
 from ws_mm import fold_weight_standardization
-from ws_mm.functional import set_compile, weight_standardization
+from ws_mm.functional import (compile_mode, set_compile,
+                              weight_standardization)
 from ws_mm.layers import BatchChannelNorm, ConvWS2d
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -115,20 +118,64 @@ WS_KERNEL_MODES = {'ws_mm ConvWS2d': 'auto', 'ws_mm, kernels eager': 'never',
                    'ws_mm, kernels compiled': 'always'}
 
 
+class _WeightTraffic(torch.autograd.Function):
+    """Not WS: the weight-sized memory traffic a WS conv that keeps no second
+    copy of W cannot avoid in training, without the arithmetic. The forward
+    writes a copy of W for the conv (W_hat's place), the backward writes it
+    again, then reads the weight gradient with it and writes the result (the
+    closed form's place)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, buffer, padding):
+        ctx.save_for_backward(x, weight)
+        ctx.buffer, ctx.padding = buffer, padding
+        return F.conv2d(x, buffer.copy_(weight), bias, padding=padding)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        w_copy = ctx.buffer.copy_(weight)
+        grad_x, grad_w, grad_bias = torch.ops.aten.convolution_backward(
+            grad_out, x, w_copy, [w_copy.shape[0]], [1, 1], ctx.padding,
+            [1, 1], False, [0, 0], 1, [True, True, True])
+        return grad_x, grad_w.add_(w_copy), grad_bias, None, None
+
+
+class WeightTrafficConv(nn.Conv2d):
+    """A plain conv with :class:`_WeightTraffic`'s memory traffic added in
+    training: the floor a WS conv's training step can reach on the machine
+    at hand. In eval a plain conv (ws_mm caches W_hat there)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer('w_copy', torch.empty_like(self.weight),
+                             persistent=False)
+
+    def forward(self, x):
+        if not (self.training and torch.is_grad_enabled()):
+            return super().forward(x)
+        return _WeightTraffic.apply(x, self.weight, self.bias, self.w_copy,
+                                    list(self.padding))
+
+
 def conv_tables(rounds, min_seconds):
     rows = []
+    mode_before = compile_mode()
     for n, cin, cout, k, h, w in CONV_SHAPES:
         layers, x = conv_layers((n, cin, cout, k, h, w))
         ours = layers.pop('ws_mm ConvWS2d')
+        floor = WeightTrafficConv(cin, cout, k, padding=k // 2)
+        floor.load_state_dict(layers['conv'].state_dict())
         for mode, make in (('train', train_step), ('eval', eval_step)):
-            for layer in (*layers.values(), ours):
+            for layer in (*layers.values(), ours, floor):
                 layer.train(mode == 'train')
             steps = {name: make(m, x) for name, m in layers.items()}
-            for name, compile_mode in WS_KERNEL_MODES.items():
-                steps[name] = compiled_as(compile_mode, make(ours, x))
+            for name, ws_compile in WS_KERNEL_MODES.items():
+                steps[name] = compiled_as(ws_compile, make(ours, x))
+            steps['W traffic only'] = make(floor, x)
             t = time_side_by_side(steps, rounds, min_seconds)
             rows.append((f'{cin}->{cout} {k}x{k} on {n}x{h}x{w}', mode, t))
-    set_compile('auto')
+    set_compile(mode_before)
     return rows
 
 
@@ -145,6 +192,7 @@ def kernel_tables(rounds, min_seconds):
     W_hat recomputed), at the weights of CONV_SHAPES, with the fused kernels
     run eagerly, compiled, and as the default ('auto') chooses."""
     rows = []
+    mode_before = compile_mode()
     for _, cin, cout, k, _, _ in CONV_SHAPES:
         torch.manual_seed(0)
         w = (torch.randn(cout, cin, k, k) * 0.02).requires_grad_()
@@ -157,7 +205,7 @@ def kernel_tables(rounds, min_seconds):
                      time_side_by_side({m: compiled_as(m, step) for m in
                                         ('never', 'always', 'auto')},
                                        rounds, min_seconds)))
-    set_compile('auto')
+    set_compile(mode_before)
     return rows
 
 
