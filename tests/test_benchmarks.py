@@ -68,8 +68,10 @@ def test_the_weight_traffic_floor_is_the_plain_conv_plus_copies(load_tool):
     is timed against it), with W added to the weight's gradient."""
     floor_cls = load_tool('benchmark_speed').WeightTrafficConv
     torch.manual_seed(0)
-    plain = torch.nn.Conv2d(4, 6, 3, padding=1).double()
-    floor = floor_cls(4, 6, 3, padding=1).double()
+    plain = torch.nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2,
+                            groups=2).double()
+    floor = floor_cls(4, 6, 3, stride=2, padding=2, dilation=2,
+                      groups=2).double()
     floor.load_state_dict(plain.state_dict())
     x = torch.randn(2, 4, 7, 7, dtype=torch.float64)
     grads = []

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 import torch
-from mmcv.cnn.bricks.conv_ws import ConvWS2d as MMCVConvWS2d
 import torch.nn.functional as F
+from mmcv.cnn.bricks.conv_ws import ConvWS2d as MMCVConvWS2d
 from torch import nn
 
 from ws_mm import fold_weight_standardization
@@ -126,25 +126,28 @@ class _WeightTraffic(torch.autograd.Function):
     closed form's place)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, buffer, padding):
+    def forward(ctx, x, weight, bias, buffer, conv_args):
         ctx.save_for_backward(x, weight)
-        ctx.buffer, ctx.padding = buffer, padding
-        return F.conv2d(x, buffer.copy_(weight), bias, padding=padding)
+        ctx.buffer, ctx.conv_args = buffer, conv_args
+        return F.conv2d(x, buffer.copy_(weight), bias, *conv_args)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv_args
         w_copy = ctx.buffer.copy_(weight)
+        need_bias = ctx.needs_input_grad[2]
         grad_x, grad_w, grad_bias = torch.ops.aten.convolution_backward(
-            grad_out, x, w_copy, [w_copy.shape[0]], [1, 1], ctx.padding,
-            [1, 1], False, [0, 0], 1, [True, True, True])
+            grad_out, x, w_copy, [w_copy.shape[0]], stride, padding, dilation,
+            False, [0, 0], groups, [True, True, need_bias])
         return grad_x, grad_w.add_(w_copy), grad_bias, None, None
 
 
 class WeightTrafficConv(nn.Conv2d):
-    """A plain conv with :class:`_WeightTraffic`'s memory traffic added in
-    training: the floor a WS conv's training step can reach on the machine
-    at hand. In eval a plain conv (ws_mm caches W_hat there)."""
+    """A plain conv (zero padding given as numbers) with
+    :class:`_WeightTraffic`'s memory traffic added in training: the floor
+    that training step of a WS conv keeping no second copy of W can reach on
+    the machine at hand. In eval a plain conv (ws_mm caches W_hat there)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -154,8 +157,9 @@ class WeightTrafficConv(nn.Conv2d):
     def forward(self, x):
         if not (self.training and torch.is_grad_enabled()):
             return super().forward(x)
-        return _WeightTraffic.apply(x, self.weight, self.bias, self.w_copy,
-                                    list(self.padding))
+        return _WeightTraffic.apply(
+            x, self.weight, self.bias, self.w_copy,
+            (self.stride, self.padding, self.dilation, self.groups))
 
 
 def conv_tables(rounds, min_seconds):
