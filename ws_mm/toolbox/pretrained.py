@@ -127,7 +127,8 @@ def resnet_state_dict(depth: int, norm: str) -> Dict[str, Tensor]:
     """Keys and shapes of the mmdet/mmseg ResNet the configs build."""
     from mmdet.models.backbones import ResNet
 
-    from . import registry  # noqa: F401  (ConvWS and BCN)
+    # ConvWS and BCN are registered: importing ws_mm, the parent package,
+    # runs toolbox.registry
     norm_cfg = (dict(type='BN') if norm == 'bn' else
                 dict(type=NORM_NAMES[norm], num_groups=32))
     return ResNet(depth=depth, conv_cfg=dict(type='ConvWS'),
