@@ -29,15 +29,15 @@ CASES = {
 def test_equals_torch_conv_with_w_hat_in_float64(case, variant):
     w_shape, x_shape, args, torch_conv = CASES[case]
     torch.manual_seed(0)
-    spec = get_ws_variant(variant)
+    resolved = get_ws_variant(variant)
     w = (torch.randn(w_shape, dtype=torch.float64) * 0.05).requires_grad_()
     x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
     b = torch.randn(w_shape[1] * args.groups if args.transposed else
                     w_shape[0], dtype=torch.float64, requires_grad=True)
     g = None
-    for fn in (lambda: conv_ws(x, w, b, spec, args),
+    for fn in (lambda: conv_ws(x, w, b, resolved, args),
                lambda: torch_conv(x, weight_standardization(
-                   w, spec, transposed=args.transposed, groups=args.groups),
+                   w, resolved, transposed=args.transposed, groups=args.groups),
                    b)):
         y = fn()
         grads = torch.autograd.grad(y.sin().sum(), (x, w, b))
@@ -89,5 +89,5 @@ def test_a_w_hat_hook_may_replace_the_gradient():
 
 def test_the_variant_is_resolved_once_at_construction():
     conv = ConvWS2d(3, 4, 3, variant='B', eps=1e-3)
-    assert conv.ws_spec == get_ws_variant('B', 1e-3)
-    assert conv.ws_eps == 1e-3
+    assert conv.variant == get_ws_variant('B', 1e-3)
+    assert conv.variant.eps == 1e-3

@@ -16,8 +16,8 @@ from ws_mm.layers import ConvTransposeWS2d, ConvWS2d
 
 
 def fresh_w_hat(conv):
-    return weight_standardization(conv.weight.detach(), conv.ws_variant,
-                                  conv.ws_eps)
+    return weight_standardization(conv.weight.detach(), conv.variant,
+                                  conv.variant.eps)
 
 
 def assert_equal(a, b):

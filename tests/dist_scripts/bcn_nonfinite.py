@@ -14,7 +14,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ws_mm.layers import BatchChannelNorm
-from ws_mm.toolbox.launch import destroy_process_group
+from ws_mm import destroy_process_group
 
 out_dir = sys.argv[1]
 torch.set_num_threads(1)

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from ws_mm.layers import BatchChannelNorm
-from ws_mm.toolbox.launch import destroy_process_group
+from ws_mm import destroy_process_group
 
 out_dir, dtype = sys.argv[1], getattr(torch, sys.argv[2])
 torch.set_num_threads(1)

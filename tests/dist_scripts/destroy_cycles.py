@@ -1,6 +1,6 @@
 """Run by torchrun from tests: CYCLES times, start a gloo group, all-reduce
 a tensor that only the group's worker thread still holds afterwards, and end
-the group with ws_mm.toolbox.launch.destroy_process_group. On older torch
+the group with ws_mm.destroy_process_group. On older torch
 (2.0 among them) torch.distributed.destroy_process_group can deadlock there
 (see that function); a rank that hangs leaves the other one timing out in
 the next start. Each rank writes the number of cycles it finished to
@@ -15,7 +15,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ws_mm.toolbox.launch import destroy_process_group
+from ws_mm import destroy_process_group
 
 out_dir, cycles = sys.argv[1], int(sys.argv[2])
 rank, world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])

@@ -12,8 +12,8 @@ import torch.distributed as dist
 from torch import nn
 
 from ws_mm.layers import EstimatedBatchNorm
-from ws_mm.toolbox.launch import destroy_process_group
-from ws_mm.toolbox.recalibration import recalibrate_norm_statistics
+from ws_mm import destroy_process_group
+from ws_mm import recalibrate_norm_statistics
 
 out_dir = sys.argv[1]
 torch.set_num_threads(1)

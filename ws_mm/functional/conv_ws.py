@@ -55,14 +55,25 @@ def autocast_dtype(x: Tensor) -> Optional[torch.dtype]:
     return None
 
 
+def _autocast(x: Tensor, *tensors: Optional[Tensor]):
+    """``x`` and ``tensors`` (``None`` stays ``None``) cast as autocast casts
+    a conv's inputs."""
+    dtype = autocast_dtype(x)
+    if dtype is None:
+        return (x, *tensors)
+    return tuple(None if t is None else t.to(dtype) for t in (x, *tensors))
+
+
 def convolution(x: Tensor, weight: Tensor, bias: Optional[Tensor],
                 args: ConvArgs) -> Tensor:
     """``torch.convolution``, cast as autocast casts a conv."""
-    dtype = autocast_dtype(x)
-    if dtype is not None:
-        x, weight = x.to(dtype), weight.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-    return torch.convolution(x, weight, bias, *args)
+    return torch.convolution(*_autocast(x, weight, bias), *args)
+
+
+def trains_weight(weight: Tensor) -> bool:
+    """Whether a gradient can reach ``weight`` from this call: WS's training
+    path (W_hat recomputed in the backward) rather than a constant W_hat."""
+    return torch.is_grad_enabled() and weight.requires_grad
 
 
 class _WSConvolution(torch.autograd.Function):
@@ -74,13 +85,13 @@ class _WSConvolution(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor],
-                spec: WSVariant, args: ConvArgs,
+                variant: WSVariant, args: ConvArgs,
                 hook: Optional[GradHook]) -> Tensor:
         rows = filter_rows(weight, args.transposed, args.groups)
-        w_hat, stats = _standardize_rows(rows, spec, out=_workspace(rows))
+        w_hat, stats = _standardize_rows(rows, variant, out=_workspace(rows))
         ctx.save_for_backward(x, weight, stats.mean, stats.scale, stats.root)
-        ctx.divisor, ctx.spec, ctx.args, ctx.hook = (stats.divisor, spec, args,
-                                                     hook)
+        ctx.divisor, ctx.variant, ctx.args, ctx.hook = (stats.divisor, variant,
+                                                        args, hook)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
         w_hat = unfilter_rows(w_hat, weight.shape, args.transposed, args.groups)
         return torch.convolution(x, w_hat.to(x.dtype), bias, *args)
@@ -118,7 +129,7 @@ def _differentiable_backward(ctx, grad_out: Tensor, x: Tensor, weight: Tensor):
     differentiating the gradient w.r.t. W again raises."""
     need_x, _, need_bias = ctx.needs_input_grad[:3]
     args = ctx.args
-    w_hat = weight_standardization(weight, ctx.spec,
+    w_hat = weight_standardization(weight, ctx.variant,
                                    transposed=args.transposed,
                                    groups=args.groups)
     if ctx.hook is not None:
@@ -133,7 +144,7 @@ def _differentiable_backward(ctx, grad_out: Tensor, x: Tensor, weight: Tensor):
 
 
 def conv_ws(x: Tensor, weight: Tensor, bias: Optional[Tensor],
-            spec: WSVariant, args: ConvArgs,
+            variant: WSVariant, args: ConvArgs,
             w_hat_hook: Optional[GradHook] = None) -> Tensor:
     """``conv(x, W_hat)`` with ``W_hat`` the weight-standardized ``weight``.
 
@@ -142,7 +153,8 @@ def conv_ws(x: Tensor, weight: Tensor, bias: Optional[Tensor],
             zeros (``args.padding`` is the convolution's own).
         weight: the raw conv weight ``W`` (torch's layout for ``args``).
         bias: optional, added to the conv output as usual.
-        spec: the WS variant (:func:`~.weight_standardization.get_ws_variant`).
+        variant: the WS variant
+            (:func:`~.weight_standardization.get_ws_variant`).
         args: stride, padding, dilation, transposed, output padding, groups.
         w_hat_hook: called with the gradient w.r.t. ``W_hat`` in the
             backward (it may return a replacement), as a tensor hook on
@@ -151,14 +163,11 @@ def conv_ws(x: Tensor, weight: Tensor, bias: Optional[Tensor],
     Runs under autocast as a conv does. Without a gradient to compute for
     ``W`` it is ``convolution(x, weight_standardization(W))``.
     """
-    if not (torch.is_grad_enabled() and weight.requires_grad):
+    if not trains_weight(weight):
         with torch.no_grad():
-            w_hat = weight_standardization(weight, spec,
+            w_hat = weight_standardization(weight, variant,
                                            transposed=args.transposed,
                                            groups=args.groups)
         return convolution(x, w_hat, bias, args)
-    dtype = autocast_dtype(x)
-    if dtype is not None:
-        x = x.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-    return _WSConvolution.apply(x, weight, bias, spec, args, w_hat_hook)
+    x, bias = _autocast(x, bias)
+    return _WSConvolution.apply(x, weight, bias, variant, args, w_hat_hook)

@@ -6,16 +6,9 @@ convolution is standardized over its fan-in (input channels x kernel):
 
     W_hat[i] = (W[i] - mean(W[i])) / s(W[i])
 
-Public code disagrees on ``s``, and the difference is visible in the outputs,
-so the variant is a parameter (see :data:`WS_VARIANTS`):
-
-* ``'A'``: ``s = std_unbiased + eps``, eps 1e-5. The official WS code, mmcv's
-  ``ConvWS2d``, mmdet's gn+ws model zoo and the JHU GN+WS ImageNet checkpoints.
-* ``'B'``: ``s = sqrt(var_unbiased + eps)``, eps 1e-5. The form of eq. 7 with
-  the official BCN code's unbiased variance; the BCN+WS ImageNet checkpoints.
-* ``'C'``: ``s = sqrt(var_biased + eps)``, eps 1e-6. BiT and timm's
-  ``StdConv2d`` (BiT itself used eps 1e-8: pass ``eps=1e-8``). With
-  ``eps=1e-5`` this is eq. 7 of the paper to the letter.
+Public code disagrees on ``s``, visibly in the outputs, so the variant is a
+parameter: :data:`WS_VARIANTS` (the table in docs/layers.md says which
+code and checkpoints use which).
 
 The backward pass is the paper's closed form (eq. 14-15): the incoming
 gradient is projected onto the space orthogonal to ``1`` and ``W_hat`` and
@@ -37,19 +30,23 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .fusion import compiling, fused
+from .validate import non_negative
 
 
 class WSVariant(NamedTuple):
-    """How the standard deviation of a filter is formed."""
+    """How the standard deviation ``s`` of a filter is formed."""
+    name: str           # 'A', 'B' or 'C'
     unbiased: bool      # divide the variance by I - 1 instead of I
     eps_in_sqrt: bool   # sqrt(var + eps) instead of sqrt(var) + eps
     eps: float          # the variant's default eps
 
 
+#: A: s = std_unbiased + eps; B: s = sqrt(var_unbiased + eps);
+#: C: s = sqrt(var_biased + eps) (the paper's eq. 7 with eps 1e-5).
 WS_VARIANTS = {
-    'A': WSVariant(unbiased=True, eps_in_sqrt=False, eps=1e-5),
-    'B': WSVariant(unbiased=True, eps_in_sqrt=True, eps=1e-5),
-    'C': WSVariant(unbiased=False, eps_in_sqrt=True, eps=1e-6),
+    'A': WSVariant('A', unbiased=True, eps_in_sqrt=False, eps=1e-5),
+    'B': WSVariant('B', unbiased=True, eps_in_sqrt=True, eps=1e-5),
+    'C': WSVariant('C', unbiased=False, eps_in_sqrt=True, eps=1e-6),
 }
 
 
@@ -61,19 +58,18 @@ def get_ws_variant(variant: Union[str, WSVariant] = 'A',
     negative eps, so layers can validate their config at construction.
     """
     if isinstance(variant, WSVariant):
-        spec = variant
-    elif variant in WS_VARIANTS:
-        spec = WS_VARIANTS[variant]
+        resolved = variant
+    elif isinstance(variant, str) and variant in WS_VARIANTS:
+        resolved = WS_VARIANTS[variant]
     else:
         raise ValueError(
             f'unknown weight standardization variant {variant!r}; use one of '
             f'{sorted(WS_VARIANTS)} (A: mmcv ConvWS / official WS code, '
             f'B: official BCN code, C: BiT / timm StdConv2d)')
     if eps is None:
-        return spec
-    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
-        raise ValueError(f'eps must be a float >= 0, got {eps!r}')
-    return spec._replace(eps=float(eps))
+        return resolved
+    return resolved._replace(
+        eps=non_negative('weight standardization', 'eps', eps))
 
 
 def filter_rows(weight: Tensor, transposed: bool = False,
@@ -112,7 +108,7 @@ class _RowStats(NamedTuple):
     divisor: int   # of the variance: fan_in - 1 (unbiased) or fan_in
 
 
-def _standardize_rows(rows: Tensor, spec: WSVariant,
+def _standardize_rows(rows: Tensor, variant: WSVariant,
                       out: Optional[Tensor] = None) -> Tuple[Tensor, _RowStats]:
     """``W_hat`` of a ``(filters, fan_in)`` matrix and its statistics, no
     autograd. ``W_hat`` is in the statistics' dtype (float32 or float64),
@@ -122,8 +118,9 @@ def _standardize_rows(rows: Tensor, spec: WSVariant,
     times slower than ``sum`` / ``vector_norm`` on CPU.
     """
     w = rows.to(torch.promote_types(rows.dtype, torch.float32))
-    divisor = w.shape[1] - int(spec.unbiased)
-    eps_in, eps_after = (spec.eps, 0.0) if spec.eps_in_sqrt else (0.0, spec.eps)
+    divisor = w.shape[1] - int(variant.unbiased)
+    eps_in, eps_after = ((variant.eps, 0.0) if variant.eps_in_sqrt else
+                         (0.0, variant.eps))
     mean = w.sum(1, keepdim=True).div_(w.shape[1])
     centered = torch.sub(w, mean, out=out)
     root = torch.linalg.vector_norm(centered, dim=1, keepdim=True)
@@ -203,8 +200,8 @@ class _StandardizeRows(torch.autograd.Function):
     and the per-filter statistics, from which the backward recomputes it)."""
 
     @staticmethod
-    def forward(ctx, rows: Tensor, spec: WSVariant) -> Tensor:
-        w_hat, stats = _standardize_rows(rows, spec)
+    def forward(ctx, rows: Tensor, variant: WSVariant) -> Tensor:
+        w_hat, stats = _standardize_rows(rows, variant)
         ctx.save_for_backward(rows, stats.mean, stats.scale, stats.root)
         ctx.divisor = stats.divisor
         return w_hat.to(rows.dtype)
@@ -232,7 +229,7 @@ def weight_standardization(weight: Tensor,
         weight: conv weight ``(out_channels, in_channels / groups, *kernel)``,
             or with ``transposed=True`` a transposed conv's
             ``(in_channels, out_channels / groups, *kernel)``.
-        variant: ``'A'``, ``'B'``, ``'C'`` (see the module docstring) or a
+        variant: ``'A'``, ``'B'``, ``'C'`` (:data:`WS_VARIANTS`) or a
             :class:`WSVariant`.
         eps: overrides the variant's eps.
         transposed, groups: the conv's, for the filter layout
@@ -241,7 +238,6 @@ def weight_standardization(weight: Tensor,
     Returns:
         ``W_hat`` with the shape and dtype of ``weight``, differentiable.
     """
-    spec = get_ws_variant(variant, eps)
     rows = filter_rows(weight, transposed, groups)
-    w_hat = _StandardizeRows.apply(rows, spec)
+    w_hat = _StandardizeRows.apply(rows, get_ws_variant(variant, eps))
     return unfilter_rows(w_hat, weight.shape, transposed, groups)

@@ -13,7 +13,6 @@ Registration in the OpenMMLab registries is done elsewhere; this file only
 needs torch.
 """
 import logging
-import sys
 import warnings
 from typing import Optional
 
@@ -25,6 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..functional.batch_channel_norm import (channel_stats,
                                              group_norm_group_affine,
                                              moving_average_rate)
+from ..functional.validate import non_negative, positive_int, rate
 
 logger = logging.getLogger('ws_mm')
 
@@ -66,9 +66,10 @@ class EstimatedBatchNorm(nn.Module):
     def __init__(self, num_features: int, eps: float = 1e-5,
                  momentum: Optional[float] = 0.1, affine: bool = True):
         super().__init__()
-        self.num_features = num_features
-        self.eps = eps
-        self.momentum = momentum
+        owner = type(self).__name__
+        self.num_features = positive_int(owner, 'num_features', num_features)
+        self.eps = non_negative(owner, 'eps', eps)
+        self.momentum = rate(owner, 'momentum', momentum, allow_none=True)
         self.affine = affine
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features))
@@ -127,11 +128,11 @@ class EstimatedBatchNorm(nn.Module):
         if not self._warned_nonfinite:
             self._warned_nonfinite = True
             logger.warning(
-                'ws_mm: %s got a training batch whose statistics are not '
+                'ws_mm: %s(%s) got a training batch whose statistics are not '
                 'finite (NaN or Inf) and left its running estimates '
                 'unchanged; such batches are counted in its '
                 'num_nonfinite_batches buffer, without another message',
-                _name_in_running_model(self))
+                type(self).__name__, self.extra_repr())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints from before the count, the official BCN code's and
@@ -144,26 +145,6 @@ class EstimatedBatchNorm(nn.Module):
     def extra_repr(self) -> str:
         return (f'{self.num_features}, eps={self.eps}, '
                 f'momentum={self.momentum}, affine={self.affine}')
-
-
-def _name_in_running_model(module: nn.Module) -> str:
-    """``module``'s name in the outermost model whose forward is running.
-
-    A module does not know its parents; the models calling it are on the
-    call stack. Outside any model, its class name.
-    """
-    callers = []
-    frame = sys._getframe(1)
-    while frame is not None:
-        caller = frame.f_locals.get('self')
-        if isinstance(caller, nn.Module) and caller is not module:
-            callers.append(caller)
-        frame = frame.f_back
-    for caller in reversed(callers):
-        for name, child in caller.named_modules():
-            if child is module:
-                return name
-    return type(module).__name__
 
 
 class _AnyRankBatchNorm(_BatchNorm):
@@ -210,7 +191,8 @@ class BatchChannelNorm(nn.Module):
         eps: added to the variances inside the square root (both stages).
         mode: ``'estimate'`` or ``'batch'``.
         momentum: moving-average rate of the first stage's running
-            statistics, in ``(0, 1]``.
+            statistics, in ``(0, 1]``, or ``None`` for the cumulative
+            average (as BatchNorm's).
         sync_bn: in ``'batch'`` mode, synchronize batch statistics across
             ranks with ``nn.SyncBatchNorm``.
     """
@@ -220,7 +202,7 @@ class BatchChannelNorm(nn.Module):
 
     def __init__(self, num_features: int, num_groups: int = 32,
                  eps: float = 1e-5, mode: str = 'estimate',
-                 momentum: float = 0.1, sync_bn: bool = False):
+                 momentum: Optional[float] = 0.1, sync_bn: bool = False):
         super().__init__()
         _check_config(num_features, num_groups, eps, mode, momentum, sync_bn)
         self.num_features = num_features
@@ -277,21 +259,12 @@ class BatchChannelNorm(nn.Module):
                 f'mode={self.mode!r}, eps={self.eps}')
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_config(num_features, num_groups, eps, mode, momentum,
                   sync_bn) -> None:
     """Reject a bad BatchChannelNorm config with a message saying the fix."""
-    for name, value in (('num_features', num_features),
-                        ('num_groups', num_groups)):
-        if not _is_int(value):
-            raise TypeError(f'BatchChannelNorm: {name} must be a positive '
-                            f'int, got {value!r} ({type(value).__name__})')
-        if value <= 0:
-            raise ValueError(f'BatchChannelNorm: {name} must be a positive '
-                             f'int, got {value}')
+    owner = 'BatchChannelNorm'
+    positive_int(owner, 'num_features', num_features)
+    positive_int(owner, 'num_groups', num_groups)
     if num_features % num_groups:
         divisors = [d for d in range(1, num_features + 1)
                     if num_features % d == 0]
@@ -301,12 +274,8 @@ def _check_config(num_features, num_groups, eps, mode, momentum,
     if mode not in BatchChannelNorm.MODES:
         raise ValueError(f'BatchChannelNorm: unknown mode {mode!r}; use one '
                          f'of {list(BatchChannelNorm.MODES)}')
-    if not eps >= 0:
-        raise ValueError(
-            f'BatchChannelNorm: eps must be >= 0 (e.g. 1e-5), got {eps}')
-    if not 0 < momentum <= 1:
-        raise ValueError(f'BatchChannelNorm: momentum must be in (0, 1] '
-                         f'(e.g. 0.1), got {momentum}')
+    non_negative(owner, 'eps', eps)
+    rate(owner, 'momentum', momentum, allow_none=True)
     if sync_bn and mode == 'estimate':
         raise ValueError(
             'BatchChannelNorm: sync_bn=True only applies to mode="batch"; '

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ..functional.conv_ws import ConvArgs, conv_ws, convolution
+from ..functional.conv_ws import (ConvArgs, conv_ws, convolution,
+                                  trains_weight)
 from ..functional.weight_standardization import (get_ws_variant,
                                                  weight_standardization)
 
@@ -46,24 +47,19 @@ class WSConvMixin:
     def __init__(self, *args, eps: Optional[float] = None, variant: str = 'A',
                  **kwargs):
         super().__init__(*args, **kwargs)
-        self.ws_spec = get_ws_variant(variant, eps)
+        self.variant = get_ws_variant(variant, eps)
         fan_in = self.weight.numel() // (self.out_channels or 1)
         if fan_in < 2:
             raise ValueError(
                 f'{type(self).__name__}: each filter has {fan_in} weight, and '
                 'weight standardization of a single weight is undefined (it '
                 'is always 0); use a plain conv for this layer')
-        self.ws_variant = variant
         self._ws_cache = None
         self._w_hat_grad_hooks = OrderedDict()
         if not WSConvMixin._announced:
             WSConvMixin._announced = True
             logger.info('ws_mm: weight-standardized convs (ConvWS and its '
                         'variants) are built by %s', __name__)
-
-    @property
-    def ws_eps(self) -> float:
-        return self.ws_spec.eps
 
     def register_w_hat_grad_hook(
             self, hook: Callable[[Tensor], Optional[Tensor]]
@@ -88,7 +84,7 @@ class WSConvMixin:
         return run
 
     def _standardize(self, weight: Tensor) -> Tensor:
-        return weight_standardization(weight, self.ws_spec,
+        return weight_standardization(weight, self.variant,
                                       transposed=self.transposed,
                                       groups=self.groups)
 
@@ -96,7 +92,7 @@ class WSConvMixin:
         """``W_hat``: differentiable when W needs a gradient, cached when it
         is constant (the layer's forward uses it only then)."""
         weight = self.weight
-        if weight.requires_grad and (torch.is_grad_enabled() or self.training):
+        if trains_weight(weight) or (weight.requires_grad and self.training):
             # In training without grad (the first pass of reentrant
             # checkpointing) W changes at the next step: a cache would only
             # keep a second copy of W alive.
@@ -136,8 +132,8 @@ class WSConvMixin:
         x, padding = self._pad(x)
         args = ConvArgs(self.stride, padding, self.dilation, self.transposed,
                         output_padding, self.groups)
-        if torch.is_grad_enabled() and self.weight.requires_grad:
-            return conv_ws(x, self.weight, self.bias, self.ws_spec, args,
+        if trains_weight(self.weight):
+            return conv_ws(x, self.weight, self.bias, self.variant, args,
                            self._w_hat_hook())
         return convolution(x, self.standardized_weight(), self.bias, args)
 
@@ -155,15 +151,14 @@ class WSConvMixin:
         longer standardizes): for inference and export."""
         with torch.no_grad():
             self.weight.copy_(self._standardize(self.weight))
-        for name in ('ws_spec', 'ws_variant', '_ws_cache',
-                     '_w_hat_grad_hooks'):
+        for name in ('variant', '_ws_cache', '_w_hat_grad_hooks'):
             delattr(self, name)
         self.__class__ = self.plain
         return self
 
     def extra_repr(self) -> str:
         return (super().extra_repr() +
-                f', ws_variant={self.ws_variant}, ws_eps={self.ws_eps:g}')
+                f', variant={self.variant.name}, eps={self.variant.eps:g}')
 
 
 class ConvWS1d(WSConvMixin, nn.Conv1d):
@@ -187,11 +182,11 @@ class ConvWS2d(WSConvMixin, nn.Conv2d):
             groups, bias: as ``nn.Conv2d``'s (``padding_mode``, ``device``,
             ``dtype`` are accepted as keywords).
         eps: added to the filters' standard deviation; ``None`` takes the
-            variant's own (1e-5 for A and B, 1e-6 for C).
-        variant: how the standard deviation is formed (see
-            :mod:`ws_mm.functional.weight_standardization`): ``'A'``
-            mmcv / the official WS code, ``'B'`` the official BCN+WS
-            ImageNet models, ``'C'`` BiT / timm ``StdConv2d``.
+            variant's own.
+        variant: how the standard deviation is formed, ``'A'`` (mmcv's),
+            ``'B'`` or ``'C'``
+            (:data:`ws_mm.functional.weight_standardization.WS_VARIANTS`;
+            docs/layers.md says which checkpoints need which).
     """
     plain = nn.Conv2d
 

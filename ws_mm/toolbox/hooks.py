@@ -29,6 +29,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
+from ..functional.validate import positive_int
 from ..layers.conv_ws import WS_CONVS
 
 
@@ -43,10 +44,7 @@ class WSGradientHook(Hook):
     priority = 'NORMAL'
 
     def __init__(self, interval: int = 50):
-        if not isinstance(interval, int) or interval < 1:
-            raise ValueError(f'WSGradientHook: interval must be a positive '
-                             f'int, got {interval!r}')
-        self.interval = interval
+        self.interval = positive_int('WSGradientHook', 'interval', interval)
         self._norms: Dict[str, Dict[str, float]] = {}
         self._handles = []
 

@@ -153,7 +153,7 @@ class AuthorsPretrainedInit:
     Args:
         checkpoint: a path, URL or mmengine name (``open-mmlab://...``).
         map_location: where to load the tensors.
-        allow_ws_variant_change: run the weights with the model's WS variant
+        allow_variant_change: run the weights with the model's WS variant
             even if it is not the one the checkpoint was trained with (as the
             authors' DeepLabV3 code does), with a warning instead of an error.
 
@@ -163,10 +163,10 @@ class AuthorsPretrainedInit:
     """
 
     def __init__(self, checkpoint: str, map_location: str = 'cpu',
-                 allow_ws_variant_change: bool = False):
+                 allow_variant_change: bool = False):
         self.checkpoint = checkpoint
         self.map_location = map_location
-        self.allow_ws_variant_change = allow_ws_variant_change
+        self.allow_variant_change = allow_variant_change
 
     def __call__(self, module: nn.Module) -> None:
         src = self.checkpoint
@@ -217,7 +217,7 @@ class AuthorsPretrainedInit:
                 f'ResNet-{model_depth}: set depth={depth} or use the '
                 f'ResNet-{model_depth} file')
         trained = AUTHORS_WS_VARIANT.get(norm)
-        variants = {m.ws_variant for m in module.modules()
+        variants = {m.variant.name for m in module.modules()
                     if isinstance(m, WS_CONVS)}
         if trained and not variants:
             raise ValueError(
@@ -229,7 +229,7 @@ class AuthorsPretrainedInit:
                 f'{src} was trained with WS variant {trained!r}, the model '
                 f'standardizes with {sorted(variants)}: set conv_cfg=dict('
                 f"type='ConvWS', variant='{trained}')")
-            if not self.allow_ws_variant_change:
-                raise ValueError(message + ', or allow_ws_variant_change='
+            if not self.allow_variant_change:
+                raise ValueError(message + ', or allow_variant_change='
                                  'True to run the weights that way')
             print_log(message, logger='current', level=30)
