@@ -20,7 +20,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['ws_mm', 'ws_mm.*']),
-    python_requires='>=3.8',
+    python_requires='>=3.10',  # tested on 3.11 (tools/setup_env.sh)
     install_requires=[
         # 2.0 and 2.1: what OpenMMLab's prebuilt mmcv 2.1.0 wheels cover
         # (CI tests 2.0); 2.13: the newest mmcv 2.1.0 builds against (2.14
