@@ -109,7 +109,7 @@ def randomize(model):
 
 @pytest.mark.parametrize('kind,variant', [('bcn', 'B'), ('gn', 'A')])
 def test_converted_checkpoint_reproduces_the_authors_features(
-        tmp_path, convert_pretrained, kind, variant):
+        tmp_path, convert_pretrained, kind, variant, capsys):
     authors = AuthorsResNet(kind, variant)
     randomize(authors)
     authors.eval()
@@ -122,6 +122,8 @@ def test_converted_checkpoint_reproduces_the_authors_features(
 
     dst = tmp_path / 'converted.pth'
     assert convert_pretrained.main([str(src), str(dst)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"its convs need conv_cfg=dict(type='ConvWS', variant='{variant}')")
 
     norm_cfg = (dict(type='BCN', num_groups=32) if kind == 'bcn' else
                 dict(type='GN', num_groups=32))
@@ -275,7 +277,7 @@ def test_a_ws_variant_change_can_be_allowed(tmp_path):
     with variant-A convs."""
     _, state, path = authors_file(tmp_path, 'bcn', 'B')
     backbone = build_backbone('mmseg', 50, 'bcn', 'A', path,
-                              allow_ws_variant_change=True)
+                              allow_variant_change=True)
     backbone.init_weights()
     assert_loaded(backbone, state, 'bcn')
 

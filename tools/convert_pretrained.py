@@ -8,9 +8,7 @@ can instead name SRC (a path or URL) in
 ``init_cfg=dict(type='AuthorsPretrained', checkpoint=SRC)``, which converts
 on load with the same code. Every key that could not be placed, or whose
 shape does not fit, is reported, and the tool exits 1 without writing DST.
-The authors' BCN+WS models standardize with WS variant 'B', the GN+WS (JHU)
-ones with 'A': use the matching ``conv_cfg=dict(type='ConvWS', variant=...)``
-in the config.
+It prints the ``conv_cfg`` the weights were trained with.
 """
 import argparse
 import sys
@@ -18,7 +16,8 @@ import sys
 import torch
 
 from ws_mm.toolbox.checkpoint import load_checkpoint_file
-from ws_mm.toolbox.pretrained import NORM_NAMES, convert_authors_resnet
+from ws_mm.toolbox.pretrained import (AUTHORS_WS_VARIANT, NORM_NAMES,
+                                      convert_authors_resnet)
 
 
 def main(argv=None) -> int:
@@ -47,6 +46,9 @@ def main(argv=None) -> int:
     torch.save({'state_dict': result.state_dict,
                 'meta': {'source': args.src, 'norm': result.norm}}, args.dst)
     print(f'written: {args.dst}')
+    if result.norm in AUTHORS_WS_VARIANT:
+        print("its convs need conv_cfg=dict(type='ConvWS', "
+              f"variant='{AUTHORS_WS_VARIANT[result.norm]}')")
     return 0
 
 

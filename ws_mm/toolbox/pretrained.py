@@ -10,9 +10,8 @@ the layer's ``_abbr_`` (``gn1`` / ``bcn1``, ``layer1.0.gn2``, ...), and there
 is no classifier. A checkpoint already in that layout passes unchanged.
 
 The norm is detected from the keys (``pbn``: BCN; running statistics without
-``pbn``: BN; else GN). The authors' BCN+WS ImageNet models standardize with
-WS variant 'B' (``Batch-Channel-Normalization/imagenet/models/layers.py``),
-the GN+WS ones with 'A' (``pytorch-classification/models/layers.py``).
+``pbn``: BN; else GN), and with it the WS variant the file was trained with
+(:data:`AUTHORS_WS_VARIANT`).
 
 :class:`AuthorsPretrainedInit` (``init_cfg=dict(type='AuthorsPretrained',
 checkpoint=PATH_OR_URL)``) converts on load; ``tools/convert_pretrained.py``
@@ -34,7 +33,10 @@ NORM_SLOT = re.compile(r'^(?P<block>(layer\d+\.\d+\.)?)bn(?P<index>\d+)\.')
 BLOCK = re.compile(r'^layer(?P<layer>\d+)\.(?P<block>\d+)\.')
 RUNNING_STAT = re.compile(r'(^|\.)(bn\d+|downsample\.1)\.running_mean$')
 NORM_NAMES = {'bn': 'BN', 'gn': 'GN', 'bcn': 'BCN'}
-#: The WS variant of the authors' ImageNet checkpoints, by their norm.
+#: The WS variant of the authors' ImageNet checkpoints, by their norm, as
+#: their code standardizes: WeightStandardization's
+#: ``pytorch-classification/models/layers.py`` (GN+WS) and
+#: ``Batch-Channel-Normalization/imagenet/models/layers.py`` (BCN+WS).
 AUTHORS_WS_VARIANT = {'gn': 'A', 'bcn': 'B'}
 
 
