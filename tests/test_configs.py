@@ -1,5 +1,6 @@
 """The configs under configs/: they load, say what they are, change only the
-normalization switch, and build models that train one step on CPU.
+normalization switch, build models that train one step on CPU, and find a
+label for every training image of the VOC data their README prepares.
 
 Every ``configs/**/*.py`` outside ``_base_`` is tested (a new config is picked
 up by the glob). Pretrained weights are never loaded: every ``Pretrained``
@@ -9,7 +10,10 @@ test-only cuts that leave the structure alone (fewer RoIs sampled); SyncBN
 is reverted to BN for it (SyncBN needs GPUs; the structure is what is tested).
 """
 import copy
+import importlib.util
 import re
+import shutil
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +27,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import ws_mm  # noqa: F401  (registers the layers)
 from ws_mm.layers import WS_CONVS, BatchChannelNorm, EstimatedBatchNorm
+from ws_mm.toolbox.checks import check_datasets
 
 pytestmark = [
     pytest.mark.filterwarnings('ignore:pkg_resources is deprecated'),
@@ -210,7 +215,7 @@ TABLE11_WEIGHTS = {
     'bcn-ws': dict(type='AuthorsPretrained',
                    checkpoint='https://cs.jhu.edu/~syqiao/'
                    'BatchChannelNormalization/rn101-bcn-ws.pth.tar',
-                   allow_ws_variant_change=True),
+                   allow_variant_change=True),
 }
 
 
@@ -397,7 +402,7 @@ def check_layers(model, cfg, tb):
             assert all(n.split('.')[-1] in PLAIN_CONVS for n in plain), (
                 dotted, sorted(plain))
             variant = conv_cfg.get('variant', 'A')
-            assert {m.ws_variant for m in ws.values()} == {variant}, dotted
+            assert {m.variant.name for m in ws.values()} == {variant}, dotted
         else:
             assert not ws, (dotted, sorted(ws))
 
@@ -548,9 +553,25 @@ def test_table11_protocol(path):
             model.data_preprocessor.seg_pad_val) == (0, 255)
     train = cfg.train_dataloader
     assert train.batch_size == 2 and '_8xb2-' in path.name  # 16 in total
-    assert train.dataset.ann_file.endswith('trainaug.txt')  # 10,582 images
-    assert train.dataset.data_prefix.seg_map_path == 'SegmentationClassAug'
-    transforms = {t.type: t for t in train.dataset.pipeline}
+    # train_aug, 10,582 images, as mmseg's voc_aug.py writes it (see
+    # test_every_voc_training_image_has_its_label below); the authors'
+    # archive, all labels in SegmentationClassAug, one line away
+    voc, sbd = train.dataset.datasets
+    assert train.dataset.type == 'ConcatDataset'
+    assert [(d.ann_file, d.data_prefix) for d in (voc, sbd, cfg.trainaug)] == [
+        ('ImageSets/Segmentation/train.txt',
+         dict(img_path='JPEGImages', seg_map_path='SegmentationClass')),
+        ('ImageSets/Segmentation/aug.txt',
+         dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug')),
+        ('ImageSets/Segmentation/trainaug.txt',
+         dict(img_path='JPEGImages', seg_map_path='SegmentationClassAug'))]
+    for other in (sbd, cfg.trainaug):  # the same type, root and transforms
+        assert {k: v for k, v in other.items()
+                if k not in ('ann_file', 'data_prefix', '_delete_')} == {
+                    k: v for k, v in voc.items()
+                    if k not in ('ann_file', 'data_prefix')}
+    assert cfg.trainaug._delete_ is True  # replaces the ConcatDataset
+    transforms = {t.type: t for t in voc.pipeline}
     assert transforms['RandomCrop'].crop_size == (513, 513)
     assert transforms['RandomCrop'].get('cat_max_ratio', 1.0) == 1.0
     rescale = transforms['RandomLogRescale']
@@ -617,3 +638,122 @@ def test_table11_model_structure(path):
     with torch.no_grad():
         features = backbone(torch.randn(1, 3, 64, 64))
     assert features[-1].shape[-2:] == (4, 4)  # output stride 16
+
+
+# --------------------------------------------------------------------------
+# The data the configs train on, laid out as configs/deeplabv3/README.md
+# prepares it: mmseg's voc_aug.py writes SegmentationClassAug from SBD's
+# .mat files only, and lists in trainaug.txt VOC train images SBD lacks.
+
+VOC12 = [p for p in FULL_SIZE if '_voc12aug-' in p.name]
+# A few ids of each kind, as in the real sets: VOC train (one not in SBD),
+# VOC val (one of them in SBD's train), SBD train and val.
+VOC_TRAIN = ['2007_000032', '2007_000039', '2007_000063']
+VOC_VAL = ['2007_000033', '2007_000042']
+SBD_TRAIN = ['2007_000032', '2007_000033', '2008_000002']
+SBD_VAL = ['2007_000039', '2008_000003']
+NOT_IN_SBD = '2007_000063'
+# VOC train + SBD - VOC val, 10,582 images in the real sets
+TRAIN_AUG = sorted(set(VOC_TRAIN + SBD_TRAIN + SBD_VAL) - set(VOC_VAL))
+# configs/deeplabv3/README.md's line for the authors' archive
+ARCHIVE_LINE = 'train_dataloader = dict(dataset=_base_.trainaug)'
+
+
+@pytest.fixture(scope='module')
+def voc_aug_data(tmp_path_factory):
+    """A folder with data/VOCdevkit/ as the README's commands leave it:
+    VOC 2012 and SBD (tiny images), then mmseg's voc_aug.py run on them.
+    The converter is the toolbox's own file with two names replaced: its
+    size check (AUG_LEN, 10,582) takes this set's size, and its process
+    pool a loop."""
+    import numpy as np
+    from PIL import Image
+    from scipy.io import savemat
+    root = tmp_path_factory.mktemp('voc_aug')
+    devkit = root / 'data' / 'VOCdevkit'
+    voc, sbd = devkit / 'VOC2012', devkit / 'VOCaug' / 'dataset'
+    for folder in (voc / 'JPEGImages', voc / 'SegmentationClass',
+                   voc / 'ImageSets' / 'Segmentation', sbd / 'cls'):
+        folder.mkdir(parents=True)
+    label = np.zeros((10, 12), np.uint8)
+    label[2:6, 3:9] = 1
+    for name in set(VOC_TRAIN + VOC_VAL + SBD_TRAIN + SBD_VAL):
+        Image.new('RGB', (12, 10)).save(voc / 'JPEGImages' / f'{name}.jpg')
+    for name in VOC_TRAIN + VOC_VAL:
+        Image.fromarray(label).save(voc / 'SegmentationClass' / f'{name}.png')
+    for name in SBD_TRAIN + SBD_VAL:  # SBD's layout: GTcls.Segmentation
+        savemat(sbd / 'cls' / f'{name}.mat', {'GTcls': {
+            'Segmentation': label}})
+    for folder, split, names in [
+            (voc / 'ImageSets' / 'Segmentation', 'train', VOC_TRAIN),
+            (voc / 'ImageSets' / 'Segmentation', 'val', VOC_VAL),
+            (sbd, 'train', SBD_TRAIN), (sbd, 'val', SBD_VAL)]:
+        (folder / f'{split}.txt').write_text(''.join(f'{n}\n' for n in names))
+
+    script = (TOOLBOX_CONFIGS['mmseg'].parent / 'tools' /
+              'dataset_converters' / 'voc_aug.py')
+    spec = importlib.util.spec_from_file_location('voc_aug', script)
+    converter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(converter)
+    converter.AUG_LEN = len(TRAIN_AUG)
+    converter.track_parallel_progress = (
+        lambda func, tasks, nproc: [func(task) for task in tasks])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, 'argv', [str(script), str(devkit),
+                                    str(devkit / 'VOCaug')])
+        converter.main()
+    written = voc / 'ImageSets' / 'Segmentation'
+    assert sorted((written / 'trainaug.txt').read_text().split()) == TRAIN_AUG
+    assert not (voc / 'SegmentationClassAug' / f'{NOT_IN_SBD}.png').exists()
+    return root
+
+
+def training_samples(dataset_cfg):
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        from mmseg.registry import DATASETS
+        dataset = DATASETS.build(copy.deepcopy(dataset_cfg))
+    return [dataset.get_data_info(i) for i in range(len(dataset))]
+
+
+def test_voc_configs_found():
+    assert {p.parent.name for p in VOC12} == {'deeplabv3'}
+    assert set(TABLE11) < set(VOC12) and len(VOC12) == 11
+
+
+@pytest.mark.parametrize('path', VOC12, ids=lambda p: p.name)
+def test_every_voc_training_image_has_its_label(path, voc_aug_data,
+                                                monkeypatch):
+    """Training would stop at the first sample without its label file."""
+    cfg = load(path)
+    monkeypatch.chdir(voc_aug_data)  # data_root is data/VOCdevkit/VOC2012
+    samples = training_samples(cfg.train_dataloader.dataset)
+    assert sorted(Path(s['img_path']).stem for s in samples) == TRAIN_AUG
+    assert [s['seg_map_path'] for s in samples
+            if not Path(s['seg_map_path']).is_file()] == []
+    # and the check before training agrees
+    check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
+
+
+def test_the_authors_archive_is_one_config_line_away(voc_aug_data, tmp_path,
+                                                     monkeypatch):
+    """With every label in SegmentationClassAug (the authors' archive
+    unzipped over the converter's output), the README's line trains on
+    trainaug.txt alone."""
+    readme = (CONFIG_DIR / 'deeplabv3' / 'README.md').read_text()
+    assert ARCHIVE_LINE in readme
+    shutil.copytree(voc_aug_data / 'data', tmp_path / 'data')
+    voc = tmp_path / 'data' / 'VOCdevkit' / 'VOC2012'
+    shutil.copy(voc / 'SegmentationClass' / f'{NOT_IN_SBD}.png',
+                voc / 'SegmentationClassAug')
+    config = tmp_path / 'archive.py'
+    config.write_text(f"_base_ = ['{TABLE11[0]}']\n{ARCHIVE_LINE}\n")
+    cfg = Config.fromfile(str(config))
+    monkeypatch.chdir(tmp_path)
+    samples = training_samples(cfg.train_dataloader.dataset)
+    assert sorted(Path(s['img_path']).stem for s in samples) == TRAIN_AUG
+    assert {Path(s['seg_map_path']).parent.name for s in samples} == {
+        'SegmentationClassAug'}
+    check_datasets(cfg, ('train_dataloader', 'val_dataloader'))
+    # the same transforms as the ConcatDataset's
+    assert cfg.train_dataloader.dataset.pipeline == (
+        load(TABLE11[0]).train_dataloader.dataset.datasets[0].pipeline)

@@ -1,5 +1,6 @@
 """Config checks and safe checkpoint loading (ws_mm.toolbox)."""
 import collections
+import shutil
 
 import pytest
 import torch
@@ -8,7 +9,9 @@ from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from ws_mm.toolbox.checkpoint import (UNSAFE_LOAD_ENV, WEIGHTS_ONLY_BY_DEFAULT,
+                                      IncompleteCheckpointError,
                                       UnsafeCheckpointError,
+                                      check_checkpoint_is_complete,
                                       load_from_local_safely)
 
 needs_weights_only = pytest.mark.skipif(
@@ -17,6 +20,7 @@ needs_weights_only = pytest.mark.skipif(
 from ws_mm.toolbox.checks import (ConfigError, check_checkpoints,
                                   check_datasets, check_gpu_only_options,
                                   check_layer_types)
+from ws_mm.toolbox.launch import prepare
 
 
 def model_cfg(**backbone):
@@ -159,3 +163,118 @@ def test_foreign_pickles_are_refused_unless_opted_in(tmp_path, monkeypatch):
     monkeypatch.setenv(UNSAFE_LOAD_ENV, '1')
     assert _load_checkpoint(str(path))['extra'] == collections.deque([1])
     check_checkpoints(cfg)
+
+
+def voc_layout(root, names, labelled):
+    """A VOC-style folder: an image per name, a label for those labelled."""
+    from PIL import Image
+    voc = root / 'VOC2012'
+    for sub in ('JPEGImages', 'SegmentationClassAug', 'ImageSets'):
+        (voc / sub).mkdir(parents=True)
+    for name in names:
+        Image.new('RGB', (4, 4)).save(voc / 'JPEGImages' / f'{name}.jpg')
+    for name in labelled:
+        Image.new('L', (4, 4)).save(voc / 'SegmentationClassAug' /
+                                    f'{name}.png')
+    (voc / 'ImageSets' / 'train.txt').write_text(
+        ''.join(f'{n}\n' for n in names))
+    return voc
+
+
+def test_a_missing_label_file_is_named_with_the_fix(tmp_path):
+    voc = voc_layout(tmp_path, ['a', 'b', 'c'], labelled=['a', 'c'])
+    cfg = Config(dict(default_scope='mmseg', train_dataloader=dict(
+        dataset=dict(type='ConcatDataset', datasets=[dict(
+            type='PascalVOCDataset', data_root=str(voc),
+            data_prefix=dict(img_path='JPEGImages',
+                             seg_map_path='SegmentationClassAug'),
+            ann_file='ImageSets/train.txt', pipeline=[])]))))
+    with pytest.raises(ConfigError) as error:
+        check_datasets(cfg)
+    message = str(error.value)
+    assert '\n' not in message
+    assert message.startswith(
+        'train_dataloader.dataset.datasets[0]: label file '
+        f"'{voc}/SegmentationClassAug/b.png' not found (samples listed in "
+        "'ImageSets/train.txt' without one: 1 of 3); put the labels there")
+    assert 'ConcatDataset' in message and 'aug.txt' in message
+    (voc / 'JPEGImages' / 'c.jpg').unlink()
+    with pytest.raises(ConfigError, match=r"image '.*/JPEGImages/c\.jpg' "
+                       'not found'):
+        check_datasets(cfg)
+    shutil.copy(voc / 'JPEGImages' / 'a.jpg', voc / 'JPEGImages' / 'c.jpg')
+    shutil.copy(voc / 'SegmentationClassAug' / 'a.png',
+                voc / 'SegmentationClassAug' / 'b.png')
+    check_datasets(cfg)
+
+
+def test_coco_annotations_are_not_loaded_by_the_check(tmp_path):
+    """mmdet's datasets read their whole json when built: not here."""
+    (tmp_path / 'a.json').write_text('not json: loading would fail')
+    cfg = Config(dict(default_scope='mmdet', train_dataloader=dict(
+        dataset=dict(type='CocoDataset', data_root=str(tmp_path),
+                     ann_file='a.json', pipeline=[]))))
+    check_datasets(cfg)
+
+
+@pytest.fixture
+def cut_checkpoint(runner_checkpoint, tmp_path):
+    """A Runner checkpoint cut in half, as by an interrupted download."""
+    data = runner_checkpoint.read_bytes()
+    path = tmp_path / 'iter_2.pth'
+    path.write_bytes(data[:len(data) // 2])
+    return path
+
+
+def test_a_truncated_checkpoint_is_named_by_the_loader(cut_checkpoint):
+    # torch alone: "PytorchStreamReader failed reading zip archive"
+    loaders = [load_from_local_safely]
+    if WEIGHTS_ONLY_BY_DEFAULT:  # mmengine's loader for local files then
+        loaders.append(_load_checkpoint)
+    for load in loaders:
+        with pytest.raises(IncompleteCheckpointError, match=(
+                f"checkpoint '{cut_checkpoint}' is incomplete")):
+            load(str(cut_checkpoint))
+    empty = cut_checkpoint.with_name('empty.pth')
+    empty.write_bytes(b'')
+    with pytest.raises(IncompleteCheckpointError, match='0 bytes'):
+        check_checkpoint_is_complete(str(empty))
+
+
+@pytest.mark.parametrize('argv', [
+    ['test', 'CONFIG', 'CKPT'],
+    ['train', 'CONFIG', '--resume', 'CKPT'],
+    ['train', 'CONFIG', '--resume', '--work-dir', 'WORK_DIR'],
+    ['train', 'CONFIG', '--resume'],  # the config's work_dir
+], ids=['test', 'resume', 'auto_resume', 'auto_resume_cfg_work_dir'])
+def test_tools_refuse_a_truncated_checkpoint_in_one_line(
+        cut_checkpoint, tmp_path, argv):
+    """tools/test.py CONFIG CKPT and tools/train.py --resume [CKPT] stop
+    before anything is written (``run`` prints the line, exit 2)."""
+    work_dir = tmp_path / 'work'
+    work_dir.mkdir()
+    # what mmengine's CheckpointHook writes next to each checkpoint
+    (work_dir / 'last_checkpoint').write_text(str(cut_checkpoint))
+    config = tmp_path / 'config.py'
+    config.write_text(f"default_scope = 'mmseg'\nwork_dir = '{work_dir}'\n")
+    before = sorted(tmp_path.rglob('*'))
+    tool, *args = [{'CONFIG': str(config), 'CKPT': str(cut_checkpoint),
+                    'WORK_DIR': str(work_dir)}.get(a, a) for a in argv]
+    with pytest.raises(ConfigError) as error:
+        prepare(tool, args)
+    message = str(error.value)
+    assert '\n' not in message
+    assert message.startswith(
+        f"load_from: checkpoint '{cut_checkpoint}' is incomplete")
+    assert sorted(tmp_path.rglob('*')) == before
+
+
+def test_complete_and_legacy_checkpoints_pass(runner_checkpoint, tmp_path):
+    """torch < 1.6 wrote pickles, not zips: valid, and not refused."""
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, legacy,
+               _use_new_zipfile_serialization=False)
+    for path in (runner_checkpoint, legacy):
+        check_checkpoint_is_complete(str(path))
+        check_checkpoints(Config(dict(load_from=str(path))))
+    assert _load_checkpoint(str(legacy))['state_dict']['w'].sum() == 2

@@ -8,7 +8,7 @@
 # named in that folder's README and loaded by deeplab.py), converted on
 # load. It was trained with variant B (imagenet/models/layers.py:
 # sqrt(var + eps)); deeplab.py runs it with variant A, and so does this row
-# (allow_ws_variant_change).
+# (allow_variant_change).
 _base_ = ['../_base_/table11/deeplabv3_r101b-d16_8xb2-50e_voc12aug-513x513.py']
 
 conv_cfg = dict(type='ConvWS', variant='A')
@@ -21,6 +21,6 @@ model = dict(
             type='AuthorsPretrained',
             checkpoint='https://cs.jhu.edu/~syqiao/BatchChannelNormalization/'
             'rn101-bcn-ws.pth.tar',
-            allow_ws_variant_change=True)),
+            allow_variant_change=True)),
     # deeplab.py leaves the classifier at PyTorch's default in WS rows
     decode_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg, init_cfg=None))

@@ -7,7 +7,9 @@ message hub's ``HistoryBuffer`` and the numpy arrays inside it), so resuming,
 ``weights_only=False`` would run any code pickled into the file. Instead, this
 loader keeps ``weights_only=True`` and allows exactly the types mmengine's
 checkpoints contain. A checkpoint with anything else is refused with the
-names of the types and the explicit opt-in that loads it anyway.
+names of the types and the explicit opt-in that loads it anyway. A
+checkpoint cut short (an interrupted download or save) is named as such,
+not left to torch's ``PytorchStreamReader`` error.
 
 Importing ws_mm registers :func:`load_from_local_safely` as mmengine's loader
 for local files, so the toolboxes' own tools benefit as well. On older torch,
@@ -16,6 +18,7 @@ toolboxes do it.
 """
 import os
 import os.path as osp
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -76,19 +79,58 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint holds pickled objects that ws_mm does not load by default."""
 
 
+class IncompleteCheckpointError(RuntimeError):
+    """A checkpoint file ends before its data does (cut short)."""
+
+
+#: How torch.save's files (torch >= 1.6) begin; older ones are pickles.
+ZIP_MAGIC = b'PK\x03\x04'
+
+
 def load_checkpoint_file(filename: str, map_location: Any = None) -> Any:
     """``torch.load`` with ``weights_only=True`` plus mmengine's own types
     (before torch 2.6: ``torch.load`` as the toolboxes call it)."""
-    if not WEIGHTS_ONLY_BY_DEFAULT or os.environ.get(UNSAFE_LOAD_ENV) == '1':
-        return torch.load(filename, map_location=map_location,
-                          weights_only=False)
-    with torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS):
-        try:
+    try:
+        if not WEIGHTS_ONLY_BY_DEFAULT or os.environ.get(
+                UNSAFE_LOAD_ENV) == '1':
+            return torch.load(filename, map_location=map_location,
+                              weights_only=False)
+        with torch.serialization.safe_globals(MMENGINE_CHECKPOINT_GLOBALS):
             return torch.load(filename, map_location=map_location,
                               weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError, wrapped
-            check_checkpoint_is_safe(filename)
-            raise error
+    except Exception as error:  # torch raises UnpicklingError, wrapped
+        check_checkpoint_is_complete(filename)
+        check_checkpoint_is_safe(filename)
+        raise error
+
+
+def check_checkpoint_is_complete(filename: str) -> None:
+    """Raise :class:`IncompleteCheckpointError` if ``filename`` is empty or
+    a zip checkpoint whose end is missing, without loading it.
+
+    torch.save writes a zip archive whose directory is at its end, so a file
+    cut anywhere lacks it; torch then fails with "PytorchStreamReader failed
+    reading zip archive". Legacy (pickle) checkpoints are not zips and are
+    left to torch.
+    """
+    if not isinstance(filename, (str, os.PathLike)) or not osp.isfile(
+            filename):
+        return  # torch.load says what is wrong
+    size = osp.getsize(filename)
+    with open(filename, 'rb') as f:
+        head = f.read(len(ZIP_MAGIC))
+    if size and not ZIP_MAGIC.startswith(head):
+        return  # a legacy checkpoint, or no checkpoint: torch says which
+    if size >= len(ZIP_MAGIC):
+        try:
+            with zipfile.ZipFile(filename):  # reads the directory only
+                return
+        except (zipfile.BadZipFile, OSError, ValueError):
+            pass
+    raise IncompleteCheckpointError(
+        f'checkpoint {str(filename)!r} is incomplete ({size} bytes, its zip '
+        'archive cut short, as by an interrupted download or save); '
+        'download or save it again, or use another checkpoint')
 
 
 def check_checkpoint_is_safe(filename: str) -> None:

@@ -9,14 +9,17 @@ deep inside the first forward. :func:`check_config` finds them first and raises
 """
 import difflib
 import os.path as osp
-from typing import Iterator, Tuple
+import sys
+from typing import Iterator, Optional, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict
-from mmengine.registry import MODELS
+from mmengine.registry import DATASETS, MODELS, DefaultScope
 from mmengine.runner import CheckpointLoader
 
-from .checkpoint import UnsafeCheckpointError, check_checkpoint_is_safe
+from .checkpoint import (IncompleteCheckpointError, UnsafeCheckpointError,
+                         check_checkpoint_is_complete,
+                         check_checkpoint_is_safe)
 from .switch import config_dicts
 
 # Layer types that only run on CUDA devices.
@@ -99,8 +102,66 @@ def _dataset_roots(cfg: Config, loaders) -> Iterator[Tuple[str, dict]]:
                 yield path, node
 
 
+def _seg_dataset_class(node: dict, scope: Optional[str]) -> Optional[type]:
+    """The class of an mmseg dataset node, else None: the datasets of other
+    toolboxes are not built here (mmdet's would read their COCO json)."""
+    name = node.get('type')
+    if isinstance(name, str):
+        with DATASETS.switch_scope_and_registry(scope) as registry:
+            name = registry.get(name)  # imports the toolbox's datasets
+    # loaded if the class derives from it: mmseg is not imported for this
+    base = getattr(sys.modules.get('mmseg.datasets.basesegdataset'),
+                   'BaseSegDataset', None)
+    if base and isinstance(name, type) and issubclass(name, base):
+        return name
+    return None
+
+
+def check_seg_maps(path: str, node: dict, scope: Optional[str]) -> None:
+    """Every image and label file an mmseg dataset lists exists.
+
+    The dataset class computes the paths (its prefixes and suffixes) from
+    its list, built lazily without transforms; nothing is loaded but the
+    list, so 10k samples take a fraction of a second. A sample without its
+    label file would stop training at the first epoch that draws it.
+    """
+    cls = _seg_dataset_class(node, scope)
+    if cls is None or node.get('backend_args'):  # remote files: not stat'ed
+        return
+    kwargs = {k: v for k, v in node.items() if k not in ('type', '_scope_')}
+    kwargs.update(pipeline=[], lazy_init=True)  # the list only
+    try:
+        with DefaultScope.overwrite_default_scope(scope):
+            samples = cls(**kwargs).load_data_list()
+    except Exception as error:
+        message = str(error).splitlines()[0] if str(error) else ''
+        raise ConfigError(
+            f'{path}: {cls.__name__} cannot list its samples '
+            f'({type(error).__name__}{": " if message else ""}{message}); '
+            'check data_root, data_prefix and ann_file') from None
+    for key, what in (('img_path', 'image'), ('seg_map_path', 'label file')):
+        missing = [s[key] for s in samples
+                   if s.get(key) and not osp.isfile(s[key])]
+        if not missing:
+            continue
+        listed = f'listed in {node["ann_file"]!r}' if node.get(
+            'ann_file') else 'found'
+        hint = (
+            'put the labels there, or list these samples in a dataset whose '
+            'data_prefix.seg_map_path has them (labels in two folders make '
+            "two datasets in a ConcatDataset, as mmseg's VOC + SBD: "
+            'train.txt with SegmentationClass, aug.txt with '
+            'SegmentationClassAug; see configs/deeplabv3/README.md)'
+            if key == 'seg_map_path' else
+            'check data_root, data_prefix.img_path and the list')
+        raise ConfigError(
+            f'{path}: {what} {missing[0]!r} not found (samples {listed} '
+            f'without one: {len(missing)} of {len(samples)}); {hint}')
+
+
 def check_datasets(cfg: Config, loaders=('train_dataloader', )) -> None:
-    """The data folders and annotation files of ``loaders`` exist."""
+    """The data folders and annotation files of ``loaders`` exist, and the
+    image and label files of mmseg datasets."""
     for path, dataset in _dataset_roots(cfg, loaders):
         root = dataset.get('data_root') or ''
         if root and not osp.isdir(root):
@@ -116,6 +177,7 @@ def check_datasets(cfg: Config, loaders=('train_dataloader', )) -> None:
                 raise ConfigError(
                     f'{path}.ann_file: annotation file {ann_path!r} not '
                     'found; check data_root and ann_file')
+        check_seg_maps(path, dataset, cfg.get('default_scope'))
 
 
 def _pretrained(cfg: Config) -> Iterator[Tuple[str, str]]:
@@ -144,8 +206,9 @@ def check_checkpoints(cfg: Config) -> None:
                     f'local file, or set {path.rsplit(".", 1)[0]}=None to '
                     'train from scratch')
             try:
+                check_checkpoint_is_complete(osp.expanduser(source))
                 check_checkpoint_is_safe(osp.expanduser(source))
-            except UnsafeCheckpointError as error:
+            except (IncompleteCheckpointError, UnsafeCheckpointError) as error:
                 raise ConfigError(f'{path}: {error}') from None
             continue
         try:

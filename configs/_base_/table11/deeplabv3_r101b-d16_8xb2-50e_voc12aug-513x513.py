@@ -70,8 +70,11 @@ model = dict(
     train_cfg=dict(),
     test_cfg=dict(mode='whole'))
 
-# PASCAL VOC 2012 train + SBD ("train_aug", 10,582 images, all labels from
-# SegmentationClassAug); val: the 1,449 VOC val images, one scale, no flip.
+# PASCAL VOC 2012 train + SBD ("train_aug", 10,582 images) as mmseg's
+# voc_aug.py writes it: the 1,464 VOC train images with their labels in
+# SegmentationClass (train.txt), the SBD images in neither VOC train nor val
+# with theirs in SegmentationClassAug (aug.txt; SBD has no label for some
+# VOC train images). val: the 1,449 VOC val images, one scale, no flip.
 dataset_type = 'PascalVOCDataset'
 data_root = 'data/VOCdevkit/VOC2012'
 train_pipeline = [
@@ -93,18 +96,36 @@ test_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='PackSegInputs')
 ]
+dataset_train = dict(
+    type=dataset_type,
+    data_root=data_root,
+    data_prefix=dict(img_path='JPEGImages', seg_map_path='SegmentationClass'),
+    ann_file='ImageSets/Segmentation/train.txt',
+    pipeline=train_pipeline)
+dataset_aug = dict(
+    type=dataset_type,
+    data_root=data_root,
+    data_prefix=dict(
+        img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
+    ann_file='ImageSets/Segmentation/aug.txt',
+    pipeline=train_pipeline)
+# The same images with every label in one SegmentationClassAug, as in the
+# authors' SegmentationClassAug.zip (configs/deeplabv3/README.md, Dataset):
+# in a config based on a row, train_dataloader = dict(dataset=_base_.trainaug)
+trainaug = dict(
+    _delete_=True,  # replaces the ConcatDataset when merged
+    type=dataset_type,
+    data_root=data_root,
+    data_prefix=dict(
+        img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
+    ann_file='ImageSets/Segmentation/trainaug.txt',
+    pipeline=train_pipeline)
 train_dataloader = dict(
     batch_size=2,  # x 8 processes: --batch_size 16
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='DefaultSampler', shuffle=True),
-    dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        data_prefix=dict(
-            img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
-        ann_file='ImageSets/Segmentation/trainaug.txt',
-        pipeline=train_pipeline))
+    dataset=dict(type='ConcatDataset', datasets=[dataset_train, dataset_aug]))
 val_dataloader = dict(
     batch_size=1,
     num_workers=4,
