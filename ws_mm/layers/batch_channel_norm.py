@@ -43,12 +43,9 @@ class EstimatedBatchNorm(nn.Module):
     rate of :func:`moving_average_rate`; updating before normalizing means
     the very first training batch is normalized by its own statistics.
 
-    A batch whose statistics are not finite (a NaN or Inf in the input, or
-    an overflow) leaves the estimates unchanged, so it cannot poison every
-    later output; it is counted in the buffer ``num_nonfinite_batches``, and
-    the first one is logged (logger ``ws_mm``) with the layer's name. Under
-    ``torch.distributed`` the decision is taken on the all-reduced
-    statistics, so when any rank's batch is not finite every rank skips.
+    A batch whose statistics are not finite leaves the estimates unchanged
+    and is counted in the buffer ``num_nonfinite_batches`` (the rule, also
+    across ranks: docs/layers.md, "Non-finite batches").
 
     Deliberately not a ``_BatchNorm``: detectors' ``norm_eval=True`` puts
     every ``_BatchNorm`` in eval mode, which would freeze the estimates, and
