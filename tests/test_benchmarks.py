@@ -128,16 +128,3 @@ def test_microbatch_study_two_phases(tmp_path, demo_data, run_tool):
     assert all(re.fullmatch(r'\d+\.\d\d', c) for c in cells[1::2][:2])
     assert cells[-1] == '1'
     assert out.with_suffix('.png').stat().st_size > 0
-
-
-def test_first_error_of_a_two_process_run(load_tool):
-    first_error = load_tool('benchmark_microbatch').first_error
-    log = ('[rank0]: Traceback (most recent call last):\n'
-           '[rank0]:   File "train.py", line 1, in <module>\n'
-           '[rank0]: ValueError: Expected more than 1 value per channel\n'
-           '[rank1]: ValueError: Expected more than 1 value per channel\n'
-           'torch.distributed.elastic.multiprocessing.errors.'
-           'ChildFailedError: \n')
-    assert first_error(log) == ('ValueError: Expected more than 1 value per '
-                                'channel')
-    assert first_error('no exception\nlast line\n') == 'last line'

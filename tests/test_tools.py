@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from devkit import cfg_options, demo_data_options  # conftest.py loads it
 
 from ws_mm.toolbox.checkpoint import WEIGHTS_ONLY_BY_DEFAULT
-from ws_mm.toolbox.demo_data import as_cfg_options, data_root_options
-from ws_mm.toolbox.launch import destroy_process_group
+from ws_mm import destroy_process_group
 
 pytestmark = pytest.mark.e2e
 
@@ -185,7 +185,7 @@ def test_two_nodes_train_resume_and_test(tmp_path, demo_data, run_tool,
             return [check(p) for p in pool.map(node, (0, 1))]
 
     data = ['--cfg-options',
-            *as_cfg_options(data_root_options('mmseg', demo_data.root))]
+            *cfg_options(demo_data_options('mmseg', demo_data.root))]
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     node0, _ = on_two_nodes('tools/dist_train.sh', str(SEG_DEMO), '1',
                             '--work-dir', str(straight), *data, *SHORT_RUN)
@@ -233,7 +233,7 @@ def test_slurm_train_and_test(tmp_path, demo_data, run_tool, free_port,
     on a CPU-only node (GPUS_PER_NODE=0), gloo, rank 0 on the first node."""
     env = dict(slurm_cluster, GPUS='2', GPUS_PER_NODE='0', CPUS_PER_TASK='1')
     data = ['--cfg-options',
-            *as_cfg_options(data_root_options('mmseg', demo_data.root))]
+            *cfg_options(demo_data_options('mmseg', demo_data.root))]
     work_dir = tmp_path / 'train'
     proc = check(run_tool(
         ['bash', 'tools/slurm_train.sh', 'debug', 'ws_mm_train', str(SEG_DEMO),

@@ -31,25 +31,21 @@ and keeps each run under --work-dir: a run that finished there before is
 reused, so seeds can be added later.
 """
 import argparse
-import json
-import os
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from devkit import (DEMO_CONFIGS, ROOT, demo_data_options, first_error,
+                    logged_test_metrics, read_scalars, run)
 from mmengine.config import Config
 
-from ws_mm.toolbox.demo_data import DEMO_CONFIGS, data_root_options
-from ws_mm.toolbox.launch import free_port, logged_test_metrics
 from ws_mm.toolbox.switch import switch_layers
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = DEMO_CONFIGS['mmseg']
 BASE_LR, BASE_BATCH = 0.01, 2
 
@@ -123,7 +119,7 @@ def write_config(run: Run, path: Path, seed: int, images: int,
                  data: str, load_from: Optional[Path]) -> None:
     cfg = Config.fromfile(ROOT / CONFIG)
     cfg.model = switch_layers(cfg.model, run.conv_cfg, run.norm_cfg)
-    cfg.merge_from_dict(data_root_options('mmseg', data))
+    cfg.merge_from_dict(demo_data_options('mmseg', data))
     step = run.batch * run.procs
     iters = images // step
     cfg.train_dataloader.batch_size = run.batch
@@ -142,36 +138,18 @@ def write_config(run: Run, path: Path, seed: int, images: int,
 
 def final_miou(run_dir: Path) -> Optional[float]:
     """The validation mIoU a finished training run logged, or None."""
-    for scalars in sorted(run_dir.glob('*/vis_data/scalars.json'),
-                          reverse=True):
-        for line in reversed(scalars.read_text().splitlines()):
-            record = json.loads(line)
-            if 'mIoU' in record:
-                return record['mIoU']
-    return None
+    return next((record['mIoU'] for record in reversed(read_scalars(run_dir))
+                 if 'mIoU' in record), None)
 
 
 def last_checkpoint(run_dir: Path) -> Path:
     return Path((run_dir / 'last_checkpoint').read_text().strip())
 
 
-def first_error(output: str) -> str:
-    """The first line that names an exception (in a 2-process run,
-    torchrun's summary comes last), else the last line."""
-    lines = [re.sub(r'^\[rank\d+\]:', '', line).strip()
-             for line in output.strip().splitlines()] or ['(no output)']
-    return next((line for line in lines
-                 if re.match(r'[\w.]*(Error|Exception): ', line)), lines[-1])
-
-
 def launch(args: List[str], log: Path) -> None:
-    """Run a tool from the repo root, its output in ``log``; each
-    distributed launch on a free port of its own."""
-    with log.open('w') as out:
-        proc = subprocess.run(args, cwd=ROOT, stdout=out,
-                              stderr=subprocess.STDOUT, text=True,
-                              env=dict(os.environ, PORT=str(free_port())))
-    if proc.returncode:
+    """Run a tool, its output in ``log`` (devkit.run: from the repo root,
+    each launch on a free port of its own)."""
+    if run(args, log=log).returncode:
         raise RunFailed(first_error(log.read_text()))
 
 
@@ -311,10 +289,9 @@ def main(argv=None):
         sys.argv[1:] if argv is None else argv)
     rows = args.rows
     data = str(Path(args.data).resolve())
-    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out', data,
-                    '--num-train', str(args.num_train), '--num-val',
-                    str(args.num_val), '--size', str(args.size)],
-                   cwd=ROOT, check=True)
+    run([sys.executable, 'tools/make_demo_data.py', '--out', data,
+         '--num-train', str(args.num_train), '--num-val', str(args.num_val),
+         '--size', str(args.size)], stream=True).check_returncode()
     study = Study(Path(args.work_dir).resolve(), data, args.images,
                   args.recalibration_batches)
 

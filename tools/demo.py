@@ -16,16 +16,12 @@ The toolboxes' own logs stream to the terminal, so progress is visible.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ws_mm.toolbox.demo_data import (DEMO_CONFIGS, as_cfg_options,
-                                    data_root_options)
-from ws_mm.toolbox.launch import free_port, logged_test_metrics
+import devkit
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = {
     'det': dict(scope='mmdet', metrics=('coco/bbox_mAP', 'coco/segm_mAP')),
     'seg': dict(scope='mmseg', metrics=('mIoU', 'aAcc')),
@@ -37,12 +33,9 @@ def say(message):
 
 
 def run(args):
-    """Run a tool with its output streaming to the terminal. Each torchrun
-    gets a free port (unless PORT is set): the previous one's may still be
-    held, which aborts the next process group."""
-    env = dict(os.environ)
-    env.setdefault('PORT', str(free_port()))
-    subprocess.run(args, cwd=ROOT, check=True, env=env)
+    """Run a tool with its output streaming to the terminal; each on a free
+    port of its own (devkit.run), unless PORT is set."""
+    devkit.run(args, stream=True).check_returncode()
 
 
 def newest_run_dir(work_dir: Path) -> Path:
@@ -51,15 +44,11 @@ def newest_run_dir(work_dir: Path) -> Path:
                if p.is_dir() and p.name.replace('_', '').isdigit())
 
 
-def read_json_lines(path: Path):
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def train_and_test(task, args, work_dir: Path):
     spec = TASKS[task]
-    config = DEMO_CONFIGS[spec['scope']]
-    options = ['--cfg-options',
-               *as_cfg_options(data_root_options(spec['scope'], args.data))]
+    config = devkit.DEMO_CONFIGS[spec['scope']]
+    options = ['--cfg-options', *devkit.cfg_options(
+        devkit.demo_data_options(spec['scope'], args.data))]
     if args.iters:
         options += [f'train_cfg.max_iters={args.iters}',
                     f'train_cfg.val_interval={args.iters}',
@@ -75,13 +64,11 @@ def train_and_test(task, args, work_dir: Path):
          str(test_dir / 'vis'), *options])
     test_run = newest_run_dir(test_dir)
     test_log = test_run / f'{test_run.name}.log'
-    metrics = logged_test_metrics(test_log)
+    metrics = devkit.logged_test_metrics(test_log)
     pictures = sorted(p for p in (test_dir / 'vis').rglob('*')
                       if p.suffix in ('.png', '.jpg'))
-    train_run = newest_run_dir(train_dir)
     return dict(checkpoint=checkpoint,
-                train_scalars=read_json_lines(train_run / 'vis_data' /
-                                              'scalars.json'),
+                train_scalars=devkit.read_scalars(train_dir),
                 test_log=test_log,
                 metrics={k: metrics[k] for k in spec['metrics']},
                 pictures=pictures)
@@ -102,7 +89,7 @@ def plot_curves(results, out: Path):
                     label=key, linewidth=2 if key == 'loss' else 0.8)
         ax.set_xlabel('iteration')
         ax.set_ylabel('training loss')
-        ax.set_title(Path(DEMO_CONFIGS[TASKS[task]['scope']]).stem,
+        ax.set_title(Path(devkit.DEMO_CONFIGS[TASKS[task]['scope']]).stem,
                      fontsize=8)
         ax.legend(fontsize=7, loc='upper right')
         metrics = '\n'.join(f'{k}: {v:.3f}'

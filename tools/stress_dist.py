@@ -13,44 +13,28 @@ launches of each kind exited 0, and exits 1 if any did not. Not part of
 launchers or the process-group handling.
 """
 import argparse
-import os
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 
-from ws_mm.toolbox.demo_data import (DEMO_CONFIGS, as_cfg_options,
-                                    data_root_options)
-from ws_mm.toolbox.launch import free_port
+from devkit import (DEMO_CONFIGS, cfg_options, demo_data_options,
+                    first_error, run)
 
-ROOT = Path(__file__).resolve().parents[1]
 ITERS = 2
-ERROR_MARKS = ('Error', 'error:', 'terminate called', 'Signal ', 'Traceback')
 
 
 def launch(args, log: Path, timeout: float):
-    """Run one launcher in its own session; a run past ``timeout`` is killed
-    with all its processes (a hang). Returns (exit code or 'hang', seconds)."""
-    env = dict(os.environ, PORT=str(free_port()))
+    """Run one launcher, its output in ``log``; a run past ``timeout`` is
+    killed with all its processes (a hang). Returns (exit code or 'hang',
+    seconds)."""
     start = time.monotonic()
-    with log.open('w') as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            code = 'hang'
+    try:
+        code = run(args, log=log, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        code = 'hang'
     return code, time.monotonic() - start
-
-
-def first_error(log: Path) -> str:
-    lines = log.read_text(errors='replace').splitlines()
-    hits = [line for line in lines if any(m in line for m in ERROR_MARKS)]
-    return (hits or lines or ['(no output)'])[0].strip()[:300]
 
 
 def main(argv=None):
@@ -65,9 +49,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     work = args.work_dir.resolve()
     data = work / 'data'
-    subprocess.run([sys.executable, 'tools/make_demo_data.py', '--out',
-                    str(data), '--num-train', '8', '--num-val', '4', '--size',
-                    '128'], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    run([sys.executable, 'tools/make_demo_data.py', '--out', str(data),
+         '--num-train', '8', '--num-val', '4', '--size', '128'],
+        stream=True).check_returncode()
 
     ok, total, start = Counter(), Counter(), time.monotonic()
     for r in range(1, args.rounds + 1):
@@ -75,7 +59,7 @@ def main(argv=None):
             run_dir = work / f'round{r:03d}' / scope
             run_dir.mkdir(parents=True, exist_ok=True)
             options = ['--cfg-options',
-                       *as_cfg_options(data_root_options(scope, data)),
+                       *cfg_options(demo_data_options(scope, data)),
                        f'train_cfg.max_iters={ITERS}',
                        f'train_cfg.val_interval={ITERS + 1}',
                        f'default_hooks.checkpoint.interval={ITERS}']
@@ -100,8 +84,9 @@ def main(argv=None):
                     continue
                 what = 'exit 0 but its output is missing' if code == 0 \
                     else f'exit {code}'
+                error = first_error(log.read_text(errors='replace'))
                 print(f'round {r} {key}: FAILED, {what} ({seconds:.0f} s): '
-                      f'{first_error(log)}\n  log: {log}', flush=True)
+                      f'{error}\n  log: {log}', flush=True)
                 if kind == 'train':
                     break  # nothing to test
     minutes = (time.monotonic() - start) / 60

@@ -15,22 +15,20 @@ modules, so ``model_wrapper_cfg.device_ids=None`` is added to the options.
 With a GPU nothing is changed: nccl and the toolbox's normal path.
 """
 import argparse
-import gc
 import importlib
 import os
-import re
 import runpy
-import socket
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
+from ..distributed import destroy_process_group
 from .checks import ConfigError, check_config
 
 TOOLBOXES = ('mmdet', 'mmseg')
@@ -56,6 +54,7 @@ def _parse(tool: str, argv: List[str]) -> argparse.Namespace:
     parser.add_argument('--launcher', default='none')
     parser.add_argument('--amp', action='store_true')
     parser.add_argument('--resume', nargs='?', const='auto')
+    parser.add_argument('--work-dir')
     return parser.parse_known_args(argv)[0]
 
 
@@ -119,6 +118,14 @@ def prepare(tool: str, argv: List[str]) -> Plan:
         cfg.load_from = args.checkpoint
     elif args.resume not in (None, 'auto'):
         cfg.load_from = args.resume
+    elif args.resume == 'auto' and (scope == 'mmdet'
+                                    or not cfg.get('load_from')):
+        # What the toolbox resumes from (mmseg resumes from load_from if
+        # set): the file named in <work_dir>/last_checkpoint, if any.
+        work_dir = args.work_dir or cfg.get('work_dir') or os.path.join(
+            'work_dirs', Path(args.config).stem)
+        last = Path(work_dir, 'last_checkpoint')
+        cfg.load_from = last.read_text().strip() if last.is_file() else None
     check_config(cfg, training=tool == 'train', amp=args.amp,
                  distributed=args.launcher != 'none')
 
@@ -172,52 +179,3 @@ def run_script(path: str) -> None:
     runpy.run_path(path, run_name='__main__')
     if dist.is_initialized():
         destroy_process_group()
-
-
-def destroy_process_group() -> None:
-    """``torch.distributed.destroy_process_group()``, its threads joined here,
-    without the deadlock it can end in on older torch (2.0 among them).
-
-    Destroying a group joins its backends' worker threads. A gloo worker may
-    still be freeing the tensors of the last collective, which takes the
-    GIL; until pytorch/pytorch#154976 the group's destructor holds the GIL
-    while it joins, and both wait forever. Each backend's own Python handle
-    releases the GIL when it goes, so the handles are held while the group
-    goes and dropped last. In between, the garbage collector frees the
-    reference cycles that keep the group alive (the toolbox runner's DDP
-    wrapper): otherwise the threads would outlive this call.
-    """
-    if not dist.is_initialized():
-        raise RuntimeError('destroy_process_group: there is no process group '
-                           'to end (torch.distributed is not initialized)')
-    backends = []  # no name for the group: it must go before the handles
-    for device in ('cpu', 'cuda'):
-        try:
-            backends.append(
-                dist.group.WORLD._get_backend(torch.device(device)))
-        except RuntimeError:  # no backend for that device type
-            pass
-    dist.destroy_process_group()
-    gc.collect()
-    del backends  # joins the threads, the GIL released
-
-
-def free_port() -> int:
-    """A free loopback port, for launchers that need the number up front
-    (``tools/dist_*.sh`` read ``PORT``; torchrun's static rendezvous cannot
-    take 0). A port just released may still be held, which aborts the next
-    process group, so each launch should get its own. The port is released
-    when returned and another process could take it first."""
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-def logged_test_metrics(log: Path) -> Dict[str, float]:
-    """The metrics of a toolbox test run, from rank 0's log
-    (``<timestamp>/<timestamp>.log``). Not from ``<timestamp>.json``:
-    mmengine's LoggerHook.after_test_epoch writes that file from every rank
-    at once, which can leave it corrupt."""
-    line = [line for line in log.read_text().splitlines()
-            if 'Iter(test)' in line][-1]
-    return {k: float(v) for k, v in re.findall(r'(\S+): (-?\d+\.\d+)', line)}
