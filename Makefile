@@ -9,6 +9,9 @@
 # subprocesses, multi-process training) and the full-size models (slow): the
 # unit tests, in a few minutes.
 # `make demo` trains and evaluates the two GN+WS demo models (tools/demo.py).
+# `make test-gpu` runs the tests marked gpu and writes
+# work_dirs/gpu/report.json (docs/gpu.md); .venv has torch's CPU build, so
+# on a GPU machine give an environment with CUDA torch: PY=/path/to/python.
 PY := .venv/bin/python
 OLDEST_TESTS := tests/test_weight_standardization.py \
 	tests/test_conv_ws_functional.py tests/test_batch_channel_norm.py \
@@ -16,7 +19,7 @@ OLDEST_TESTS := tests/test_weight_standardization.py \
 	tests/test_tools.py::test_two_process_train_resume_and_test \
 	tests/test_tools.py::test_ending_a_process_group_never_deadlocks
 
-.PHONY: setup setup-oldest test test-oldest test-fast demo
+.PHONY: setup setup-oldest test test-oldest test-fast test-gpu demo
 setup:
 	bash tools/setup_env.sh
 
@@ -32,6 +35,11 @@ test-oldest: setup-oldest
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not e2e and not slow"
+
+# set up .venv only when it is the Python asked for
+test-gpu: $(if $(filter .venv/bin/python,$(PY)),setup)
+	$(PY) -m pytest tests -m gpu --speed-rounds 21 --speed-min-seconds 0.2 \
+		--report work_dirs/gpu/report.json
 
 demo: setup
 	$(PY) tools/demo.py

@@ -1,16 +1,25 @@
 """What the tests share: ports, tools/ scripts as modules, subprocess runs of
 the tools, one demo data set per test run, and a clean start for every test.
 
+tools/devkit.py, the helpers tools and tests share, is importable as
+``devkit`` once this file is loaded.
+
 Markers (pytest.ini): ``e2e`` for tests that run tools/ or toolbox scripts in
 subprocesses (minutes), ``dist`` for those that start a process group over
-several processes. ``make test-fast`` runs ``-m "not e2e"``.
+several processes, ``slow`` for full-size models. ``make test-fast`` runs
+``-m "not e2e and not slow"``. ``gpu`` for tests that need CUDA: skipped,
+with the reason, where torch sees no CUDA device; ``make test-gpu`` runs
+them with ``--report`` (a JSON report of outcomes and of the values the
+tests ``record``). tests/references.py (the float64 references) is
+importable as ``references``.
 """
 import importlib.util
+import json
 import os
-import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +27,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from ws_mm.toolbox import launch
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _import_file(name, path):
+    """The Python file ``path`` imported as a module named ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Registered under its own name, for the tools loaded by ``load_tool`` (they
+# ``import devkit``) and for the tests; tools/ itself stays off sys.path.
+devkit = sys.modules['devkit'] = _import_file('devkit',
+                                              ROOT / 'tools' / 'devkit.py')
+# tests/references.py likewise, for the tests (``import references``): the
+# float64 references that the CPU and the GPU tests share.
+references = sys.modules['references'] = _import_file(
+    'references', ROOT / 'tests' / 'references.py')
 
 # Generous for a slow 2-core machine (a 2-process training run with its
 # evaluation takes 1-2 min here), but a hung process group cannot stall a
@@ -48,9 +73,9 @@ def clean_global_state(monkeypatch):
 
 @pytest.fixture
 def free_port():
-    """ws_mm.toolbox.launch.free_port: where an API takes port 0
-    (``tcp://...:0``) pass 0 instead."""
-    return launch.free_port
+    """devkit.free_port: where an API takes port 0 (``tcp://...:0``) pass 0
+    instead."""
+    return devkit.free_port
 
 
 @pytest.fixture
@@ -62,7 +87,7 @@ def torchrun():
     def argv(nproc, script, *args):
         return [sys.executable, '-m', 'torch.distributed.run', '--nnodes=1',
                 '--master_addr=127.0.0.1',
-                f'--master_port={launch.free_port()}',
+                f'--master_port={devkit.free_port()}',
                 f'--nproc_per_node={nproc}', str(script), *map(str, args)]
     return argv
 
@@ -86,35 +111,29 @@ def load_tool():
 
     def load(name):
         if name not in modules:
-            spec = importlib.util.spec_from_file_location(
-                f'tool_{name}', ROOT / 'tools' / f'{name}.py')
-            modules[name] = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(modules[name])
+            modules[name] = _import_file(f'tool_{name}',
+                                         ROOT / 'tools' / f'{name}.py')
         return modules[name]
 
     return load
 
 
 def _run_tool(args, env=None, timeout=TOOL_TIMEOUT):
-    """Run ``args`` from the repo root as a user would; return the completed
-    process with its output. The launchers run the interpreter running the
-    tests (``PYTHON``, see tools/python.sh), whichever environment that is.
-    One thread per process: numbers compared across processes must not
-    depend on the machine's core count. On timeout the whole process group
-    goes (torchrun's workers too), then it fails."""
+    """Run ``args`` as a user would (devkit.run: from the repo root, on a
+    free port unless ``env`` sets PORT); return the completed process with
+    its output. ``env``: variables to add. The launchers run the
+    interpreter running the tests (``PYTHON``, see tools/python.sh),
+    whichever environment that is. One thread per process: numbers compared
+    across processes must not depend on the machine's core count. On
+    timeout the whole process group goes (torchrun's workers too), then the
+    test fails."""
     env = {**{k: v for k, v in os.environ.items() if k not in FOREIGN_ENV},
            'PYTHON': sys.executable, 'OMP_NUM_THREADS': '1', **(env or {})}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
     try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        pytest.fail(f'{args} still running after {timeout} s:\n'
-                    f'{stdout[-3000:]}\n{stderr[-3000:]}')
-    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
+        return devkit.run(args, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as error:
+        pytest.fail(f'{error}:\n{error.stdout[-3000:]}\n'
+                    f'{error.stderr[-3000:]}')
 
 
 @pytest.fixture(scope='session')
@@ -147,3 +166,146 @@ def demo_data(tmp_path_factory, load_tool):
     data = DemoData(tmp_path_factory.mktemp('demo_data'))
     load_tool('make_demo_data').main(data.args + ['--out', str(data.root)])
     return data
+
+
+# ------------------------------------------------- GPU tests and --report
+# Tests marked ``gpu`` need CUDA: where torch sees no CUDA device they are
+# skipped, with the reason (``make test-gpu`` runs ``-m gpu``). ``--report
+# PATH`` writes a JSON report at the end of the session: the environment,
+# each test's outcome and seconds, and the values it recorded (``record``).
+
+def pytest_addoption(parser):
+    group = parser.getgroup('ws_mm')
+    group.addoption('--report', metavar='PATH', type=Path,
+                    help='write a JSON report: the environment (torch, CUDA, '
+                    'cuDNN, GPUs, mmcv, ws_mm), each test\'s outcome and '
+                    'seconds, and the values the tests recorded')
+    group.addoption('--speed-rounds', type=int, default=5, metavar='N',
+                    help='interleaved timing rounds of the speed tests '
+                    '(default 5)')
+    group.addoption('--speed-min-seconds', type=float, default=0.1,
+                    metavar='S', help='time per candidate per round of the '
+                    'speed tests (default 0.1)')
+
+
+def no_cuda_reason():
+    build = (f'a CUDA {torch.version.cuda} build' if torch.version.cuda else
+             'a CPU-only build')
+    return f'no CUDA device visible to torch {torch.__version__} ({build})'
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=no_cuda_reason())
+    for item in items:
+        if item.get_closest_marker('gpu'):
+            item.add_marker(skip)
+
+
+def pytest_configure(config):
+    path = config.getoption('report')
+    if path is not None:
+        config.pluginmanager.register(JSONReport(path), 'ws_mm_json_report')
+
+
+class Recorder:
+    """``record(key, value, tol=None)`` keeps ``value`` (a number, or a dict
+    of them) for the report, under the test, with the tolerance ``tol`` it
+    is to stay within, if any; it returns ``value``. ``record.check()``
+    then fails the test if any value is over its tolerance (NaN included),
+    naming each."""
+
+    def __init__(self, item):
+        self.item = item
+        self.bounded = {}
+
+    def __call__(self, key, value, tol=None):
+        if isinstance(value, torch.Tensor):
+            value = value.item()
+        if tol is None:
+            entry = value
+        else:
+            value = float(value)
+            entry = self.bounded[key] = dict(value=value, tol=float(tol))
+        self.item.user_properties.append((key, entry))
+        return value
+
+    def check(self):
+        over = [f"{key}: {v['value']:.3g} > {v['tol']:.3g}"
+                for key, v in self.bounded.items()
+                if not v['value'] <= v['tol']]
+        assert not over, (f'{len(over)} of {len(self.bounded)} over '
+                          'tolerance: ' + '; '.join(over))
+
+
+@pytest.fixture
+def record(request):
+    """See :class:`Recorder`."""
+    return Recorder(request.node)
+
+
+def environment():
+    """What the numbers of a report depend on."""
+    import platform
+
+    import mmcv
+    import mmengine
+
+    import ws_mm
+    cuda = torch.cuda.is_available()
+    count = torch.cuda.device_count() if cuda else 0
+    return dict(
+        python=platform.python_version(), torch=torch.__version__,
+        cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+        gpu_count=count,
+        gpus=[torch.cuda.get_device_name(i) for i in range(count)],
+        cuda_visible_devices=os.environ.get('CUDA_VISIBLE_DEVICES'),
+        cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+        matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32,
+        torch_threads=torch.get_num_threads(), mmengine=mmengine.__version__,
+        mmcv=mmcv.__version__, ws_mm=ws_mm.__version__)
+
+
+class JSONReport:
+    """The ``--report`` plugin: per test (node id) its outcome (passed,
+    failed, error in set-up or teardown, skipped with the reason, xfailed),
+    its seconds (set-up, call and teardown) and the recorded values."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.tests = {}
+        self.start = time.time()
+
+    def pytest_runtest_logreport(self, report):
+        test = self.tests.setdefault(report.nodeid,
+                                     dict(outcome='passed', seconds=0.0))
+        test['seconds'] = round(test['seconds'] + report.duration, 3)
+        if report.failed:
+            test['outcome'] = 'failed' if report.when == 'call' else 'error'
+            test['message'] = report.longreprtext[-3000:]
+        elif report.skipped and test['outcome'] == 'passed':
+            if hasattr(report, 'wasxfail'):
+                test['outcome'] = 'xfailed'
+            else:
+                test['outcome'] = 'skipped'
+                reason = (report.longrepr[2]
+                          if isinstance(report.longrepr, tuple)
+                          else str(report.longrepr))
+                test['reason'] = reason.removeprefix('Skipped: ')
+        if report.user_properties:
+            test.setdefault('values', {}).update(report.user_properties)
+
+    def pytest_sessionfinish(self, session, exitstatus):
+        report = dict(
+            environment=environment(),
+            started=time.strftime('%Y-%m-%dT%H:%M:%S%z',
+                                  time.localtime(self.start)),
+            seconds=round(time.time() - self.start, 1),
+            args=list(session.config.invocation_params.args),
+            exitstatus=int(exitstatus), tests=self.tests)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(report, indent=1, default=str) + '\n')
+
+    def pytest_terminal_summary(self, terminalreporter):
+        terminalreporter.write_line(f'report: {self.path}')

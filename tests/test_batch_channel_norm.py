@@ -1,7 +1,8 @@
 """Tests of Batch-Channel Normalization (ws_mm.layers.batch_channel_norm).
 
-The expected values come from an independent float64 reference written here
-from the formulas of arXiv:1903.10520, not from the code under test.
+The expected values come from an independent float64 reference written
+from the formulas of arXiv:1903.10520 (tests/references.py), not from the
+code under test.
 Exactness is checked in float64; float32 statistics of n values are allowed
 the rounding of their sums, about eps * sqrt(n) * the sum of the magnitudes.
 """
@@ -21,36 +22,10 @@ from ws_mm.functional.batch_channel_norm import (channel_stats,
                                                  moving_average_rate)
 from ws_mm.layers.batch_channel_norm import (BatchChannelNorm,
                                              EstimatedBatchNorm)
+from references import ref_bcn, ref_channel_stats, rounding_tol
 
 EPS = 1e-5
 EPS32 = torch.finfo(torch.float32).eps
-
-
-# ---------------------------------------------------------------- reference
-def ref_channel_stats(x):
-    """Per-channel mean and biased variance over all dims but 1."""
-    dims = [0, *range(2, x.dim())]
-    mean = x.mean(dims)
-    var = ((x - mean.view(_channel_shape(x))) ** 2).mean(dims)
-    return mean, var
-
-
-def _channel_shape(x):
-    return [1, x.size(1)] + [1] * (x.dim() - 2)
-
-
-def ref_bcn(x, mean, var, pbn_weight, pbn_bias, group_weight, group_bias,
-            num_groups, eps=EPS):
-    """pbn: (x - m) / sqrt(v + eps) * w + b per channel; then group norm of
-    each sample with biased variance, eps inside sqrt, per-group affine."""
-    shape = _channel_shape(x)
-    y = ((x - mean.view(shape)) / torch.sqrt(var.view(shape) + eps)
-         * pbn_weight.view(shape) + pbn_bias.view(shape))
-    g = y.reshape(x.size(0), num_groups, -1)
-    g_mean = g.mean(-1, keepdim=True)
-    g_var = ((g - g_mean) ** 2).mean(-1, keepdim=True)
-    z = (g - g_mean) / torch.sqrt(g_var + eps) * group_weight + group_bias
-    return z.reshape(x.shape)
 
 
 def make_bcn(num_features=8, num_groups=4, mode='estimate', seed=0, **kwargs):
@@ -147,7 +122,7 @@ def test_channel_stats_of_low_precision_input_are_float32():
     # (eps 2^-7) both would be hundreds of times further off.
     n = x.numel() // x.shape[1]
     xs = x.double().transpose(0, 1).flatten(1)
-    rel_mean = 4 * EPS32 * math.sqrt(n)
+    rel_mean = rounding_tol(torch.float32, n)
     rel_var = rel_mean + 4 * EPS32 * (xs.abs().max(1).values /
                                       ref_var.sqrt()).max().item()
     torch.testing.assert_close(mean.double(), ref_mean, rtol=rel_mean,
@@ -345,7 +320,8 @@ def test_a_nonfinite_batch_leaves_the_estimates_unchanged(value,
             assert torch.equal(getattr(bcn.pbn, key), before[key]), key
         assert bcn.pbn.num_nonfinite_batches.item() == count
     assert len(ws_mm_messages) == 1 and ws_mm_messages[0].startswith(
-        'ws_mm: 1.pbn got a training batch whose statistics are not finite')
+        'ws_mm: EstimatedBatchNorm(8, eps=1e-05, momentum=0.1, affine=True) '
+        'got a training batch whose statistics are not finite')
 
     # The next finite batch is update number 6, as if the others never came.
     x = randn(2, 8, 4, 4, mean=1.0, seed=30)
@@ -368,7 +344,9 @@ def test_a_nonfinite_first_batch_is_skipped_and_the_next_copied(
     ebn(nonfinite(math.nan))
     assert ebn.num_batches_tracked.item() == 0
     assert ebn.num_nonfinite_batches.item() == 1
-    assert 'EstimatedBatchNorm got a training batch' in ws_mm_messages[0]
+    assert ws_mm_messages[0].startswith(
+        'ws_mm: EstimatedBatchNorm(8, eps=1e-05, momentum=0.1, affine=True) '
+        'got a training batch')
     x = randn(3, 8, 5, seed=31)
     ebn(x)
     mean, var = ref_channel_stats(x)
@@ -441,7 +419,9 @@ def test_two_ranks_skip_a_nonfinite_batch_of_either_rank(tmp_path, run_tool,
     assert [s['reduces'] for s in steps] == [1, 1, 1, 1]
     for rank in ranks:
         assert len(rank['messages']) == 1
-        assert rank['messages'][0].startswith('ws_mm: 1.pbn got a training')
+        assert rank['messages'][0].startswith(
+            'ws_mm: EstimatedBatchNorm(8, eps=1e-05, momentum=0.1, '
+            'affine=True) got a training')
 
 
 # ------------------------------------------------------------------ batch mode
@@ -627,7 +607,8 @@ def test_two_ranks_share_global_estimates(tmp_path, run_tool, torchrun,
         per_rank = [d.transpose(0, 1).flatten(1) for d in data]
         m1 = torch.stack([r.abs().mean(1) for r in per_rank]).max()
         m2 = torch.stack([r.square().mean(1) for r in per_rank]).max()
-        rounding = 4 * EPS32 * math.sqrt(max(r.shape[1] for r in per_rank))
+        rounding = rounding_tol(torch.float32,
+                                max(r.shape[1] for r in per_rank))
         torch.testing.assert_close(got_mean, mean, rtol=0,
                                    atol=rounding * m1.item())
         torch.testing.assert_close(got_var, var, rtol=0,
@@ -644,6 +625,8 @@ def test_autocast_bfloat16_cpu(mode):
     conv = nn.Conv2d(3, 16, 3, padding=1)
     bcn = BatchChannelNorm(16, num_groups=4, mode=mode).train()
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    inputs = []
+    bcn.register_forward_pre_hook(lambda m, a: inputs.append(a[0].detach()))
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = bcn(conv(x) * 50 + 20)
     assert torch.isfinite(out).all()
@@ -653,3 +636,25 @@ def test_autocast_bfloat16_cpu(mode):
         assert t.grad is not None and torch.isfinite(t.grad).all(), name
     assert bcn.pbn.running_mean.dtype == torch.float32
     assert torch.isfinite(bcn.pbn.running_var).all()
+
+    # The statistics of the bfloat16 input are computed in float32: against
+    # float64 ones of the same values they are off by the rounding of sums
+    # of n terms in float32 (the second moment: of positive terms, so
+    # relative to it). Computed in bfloat16, or rounded to it, they would
+    # be off by ~eps_bf16 = 2**-8 relative, some 500 times more.
+    (inp, ) = inputs
+    assert inp.dtype == torch.bfloat16
+    x64 = inp.double()
+    n = x64.numel() // x64.size(1)
+    mean, var = ref_channel_stats(x64)
+    # estimate: the first batch's statistics, copied; batch: BatchNorm's
+    # update from mean 0 / variance 1 at rate 0.1, with the unbiased variance
+    rate = 1.0 if mode == 'estimate' else 0.1
+    if mode == 'batch':
+        mean, var = rate * mean, (1 - rate) + rate * var * n / (n - 1)
+    tol = rounding_tol(torch.float32, n)
+    torch.testing.assert_close(
+        bcn.pbn.running_mean.double(), mean, rtol=0,
+        atol=rate * tol * x64.abs().max().item())
+    torch.testing.assert_close(bcn.pbn.running_var.double(), var, rtol=tol,
+                               atol=0)

@@ -1,48 +1,33 @@
 """Weight Standardization: the function and the conv layers against an
-independent float64 reference written here from the paper's formulas.
+independent float64 reference written from the paper's formulas
+(tests/references.py).
 
 Exactness is checked in float64. float32 and half-precision checks allow the
 rounding of the values compared: a sum of n terms is off by about
 eps * sqrt(n) * the sum of their magnitudes (eps the dtype's machine epsilon;
 sqrt(n): rounding errors of random sign add up like a random walk).
 """
-import math
-import warnings
+import importlib
+from collections import Counter
+from contextlib import contextmanager
+from typing import NamedTuple
 
 import pytest
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from ws_mm.functional import WS_VARIANTS, fusion, weight_standardization
 from ws_mm.layers import ConvTransposeWS2d, ConvWS1d, ConvWS2d, ConvWS3d
-
-EPS32 = torch.finfo(torch.float32).eps
-
-# (unbiased, eps inside sqrt, default eps), spelled out again on purpose.
-REFERENCE_VARIANTS = {
-    'A': (True, False, 1e-5),
-    'B': (True, True, 1e-5),
-    'C': (False, True, 1e-6),
-}
-
-
-def reference_ws(weight, variant, eps=None):
-    """W_hat per output filter, written from the formulas in float64."""
-    unbiased, eps_in_sqrt, default_eps = REFERENCE_VARIANTS[variant]
-    eps = default_eps if eps is None else eps
-    rows = weight.double().reshape(weight.shape[0], -1)
-    n = rows.shape[1]
-    mu = rows.sum(1, keepdim=True) / n
-    sq = ((rows - mu)**2).sum(1, keepdim=True) / (n - 1 if unbiased else n)
-    s = torch.sqrt(sq + eps) if eps_in_sqrt else torch.sqrt(sq) + eps
-    return ((rows - mu) / s).reshape(weight.shape)
+from references import REFERENCE_VARIANTS, reference_ws, rounding_tol
 
 
 def test_reference_variants_match_the_library_table():
     for name, (unbiased, eps_in_sqrt, eps) in REFERENCE_VARIANTS.items():
-        spec = WS_VARIANTS[name]
-        assert (spec.unbiased, spec.eps_in_sqrt, spec.eps) == (unbiased,
-                                                              eps_in_sqrt, eps)
+        variant = WS_VARIANTS[name]
+        assert variant.name == name
+        assert (variant.unbiased, variant.eps_in_sqrt,
+                variant.eps) == (unbiased, eps_in_sqrt, eps)
 
 
 # Before torch 2.4 WS's kernels always run eagerly (ws_mm.functional.fusion).
@@ -50,15 +35,79 @@ needs_compile = pytest.mark.skipif(
     not fusion._TORCH_COMPILES, reason='torch < 2.4: never compiled')
 
 
+# WS's fused kernel, the closed-form backward (fusion.fused keeps, per
+# process, None before its first compiled call, False once it fell back to
+# eager, else the compiled function). Its module, not the package's
+# attribute of the same name (the function weight_standardization).
+WS_MODULE = importlib.import_module('ws_mm.functional.weight_standardization')
+KERNEL = WS_MODULE._closed_form_backward
+
+
+@contextmanager
+def count_kernel_calls():
+    """Count the calls of the fused kernel inside the block: ``'all'`` of
+    them, and those that ran ``'compiled'``. A fallback to eager, in the
+    block or earlier in the process, leaves calls that did not."""
+    calls = Counter()
+    cell = KERNEL.__closure__[KERNEL.__code__.co_freevars.index('compiled')]
+    real_compile = torch.compile
+
+    def counted(compiled):
+        def run(*args):
+            result = compiled(*args)
+            calls['compiled'] += 1
+            return result
+        run.compiled = compiled
+        return run
+
+    def every_call(*args):
+        calls['all'] += 1
+        return KERNEL(*args)
+
+    if cell.cell_contents is None:  # compiled by the first call in the block
+        torch.compile = lambda fn, **kwargs: counted(real_compile(fn,
+                                                                  **kwargs))
+    elif cell.cell_contents is not False:
+        cell.cell_contents = counted(cell.cell_contents)
+    WS_MODULE._closed_form_backward = every_call
+    try:
+        yield calls
+    finally:
+        WS_MODULE._closed_form_backward = KERNEL
+        torch.compile = real_compile
+        cell.cell_contents = getattr(cell.cell_contents, 'compiled',
+                                     cell.cell_contents)
+
+
+class Kernels(NamedTuple):
+    name: str       # 'compiled' or 'eager'
+    calls: Counter  # count_kernel_calls' of the test
+
+    def assert_ran_as_named(self):
+        """The test called the kernel, and every call ran as named."""
+        calls = self.calls
+        assert calls['all'] > 0, 'the kernel was not called'
+        ran = calls['compiled'] if self.name == 'compiled' else (
+            calls['all'] - calls['compiled'])
+        assert ran == calls['all'], (
+            f"{calls['all'] - ran} of {calls['all']} calls of the kernel "
+            f"did not run {self.name} (compiled: a fallback to eager, in "
+            'this test or earlier in the process)')
+
+
 @pytest.fixture(params=['compiled', 'eager'])
 def kernels(request, monkeypatch):
     """Run a test with the TorchInductor kernels and with their eager twins
-    (set either way: WS_MM_COMPILE=0 may be set where the tests run)."""
+    (set either way: WS_MM_COMPILE=0 may be set where the tests run, and
+    set_compile may have been called), counting the kernel's calls: tests
+    end with ``kernels.assert_ran_as_named()``."""
     if request.param == 'compiled' and not fusion._TORCH_COMPILES:
         pytest.skip('torch < 2.4: never compiled')
+    monkeypatch.setattr(fusion, '_mode', None)
     monkeypatch.setenv('WS_MM_COMPILE', '1' if request.param == 'compiled'
                        else '0')
-    return request.param
+    with count_kernel_calls() as calls:
+        yield Kernels(request.param, calls)
 
 
 @pytest.mark.parametrize('variant', ['A', 'B', 'C'])
@@ -78,6 +127,7 @@ def test_forward_and_backward_match_reference(variant, shape, kernels):
 
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(g_ours, g_ref, rtol=1e-8, atol=1e-8)
+    kernels.assert_ran_as_named()
 
 
 @pytest.mark.parametrize('variant', ['A', 'B', 'C'])
@@ -86,6 +136,7 @@ def test_gradcheck(variant, kernels):
     w = torch.randn(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda x: weight_standardization(x, variant), (w, ))
+    kernels.assert_ran_as_named()
 
 
 def test_variants_differ_where_the_paper_table_says():
@@ -114,11 +165,11 @@ def test_filters_have_mean_0_and_std_1(variant):
     shift = rows_w.abs().max(1).values / rows_w.std(1)
     torch.testing.assert_close(
         rows.mean(1), torch.zeros(32, dtype=torch.float64), rtol=0,
-        atol=4 * EPS32 * math.sqrt(n) * shift.max().item())
+        atol=rounding_tol(torch.float32, n) * shift.max().item())
     torch.testing.assert_close(
         rows.var(1, correction=int(unbiased)).sqrt(),
         torch.ones(32, dtype=torch.float64), rtol=0,
-        atol=4 * EPS32 * math.sqrt(n))
+        atol=rounding_tol(torch.float32, n))
 
 
 @pytest.mark.parametrize('variant', ['A', 'B', 'C'])
@@ -151,8 +202,9 @@ def test_statistics_are_computed_in_float32(dtype):
     # would be off by ~eps_dtype * |w| / s: hundreds of times more.
     rows = w.double()
     scale = 1 / (rows.std(1, keepdim=True) + 1e-5)
-    bound = (torch.finfo(dtype).eps * ref.abs() + 4 * EPS32 * math.sqrt(
-        rows.shape[1]) * rows.abs().amax(1, keepdim=True) * scale)
+    bound = (torch.finfo(dtype).eps * ref.abs() + rounding_tol(
+        torch.float32, rows.shape[1]) * rows.abs().amax(1, keepdim=True) *
+        scale)
     error = (out.double() - ref).abs()
     assert (error <= bound).all(), (error / bound).max()
 
@@ -217,13 +269,25 @@ def test_transposed_conv_standardizes_each_output_channel(groups):
         conv(x, output_size=[12, 12]), ref(x, output_size=[12, 12]))
 
 
-def test_layer_gradcheck():
+@pytest.mark.parametrize('variant', ['A', 'B', 'C'])
+@pytest.mark.parametrize('cls', [ConvWS2d, ConvTransposeWS2d])
+def test_layer_gradcheck(cls, variant):
+    """The layer's own training path (the autograd Function _WSConvolution:
+    W_hat recomputed in the backward, the closed form over it), for the
+    input, the weight and the bias, strided and grouped."""
     torch.manual_seed(8)
-    conv = ConvWS2d(3, 4, 3, variant='A').double()
-    x = torch.randn(1, 3, 5, 5, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(
-        lambda x, w: torch.nn.functional.conv2d(
-            x, weight_standardization(w, 'A')), (x, conv.weight))
+    conv = cls(4, 6, 3, stride=2, padding=1, groups=2,
+               variant=variant).double()
+    x = torch.randn(1, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+    # Small filters, as trained ones: the eps terms matter.
+    w = (conv.weight.detach() * 0.1).requires_grad_()
+    b = conv.bias.detach().clone().requires_grad_()
+
+    def layer(x, w, b):
+        return functional_call(conv, {'weight': w, 'bias': b}, (x, ))
+
+    assert type(layer(x, w, b).grad_fn).__name__ == '_WSConvolutionBackward'
+    assert torch.autograd.gradcheck(layer, (x, w, b))
 
 
 def test_bad_arguments_fail_at_construction():
@@ -237,9 +301,9 @@ def test_bad_arguments_fail_at_construction():
 
 def test_eps_overrides_the_variant_default():
     conv = ConvWS2d(3, 4, 3, variant='C', eps=1e-8)
-    assert conv.ws_eps == 1e-8
-    assert ConvWS2d(3, 4, 3, variant='C').ws_eps == 1e-6
-    assert 'ws_variant=C' in repr(conv)
+    assert conv.variant.eps == 1e-8
+    assert ConvWS2d(3, 4, 3, variant='C').variant.eps == 1e-6
+    assert 'variant=C' in repr(conv)
 
 
 def test_double_backward_is_refused_rather_than_wrong():
@@ -256,12 +320,15 @@ def test_float32_gradient_of_the_compiled_kernel_matches_eager(monkeypatch):
     w = (torch.randn(64, 256, 3, 3) * 0.02).requires_grad_()
     grad_out = torch.randn_like(w)
     grads = {}
+    monkeypatch.setattr(fusion, '_mode', None)
     for mode in ('1', '0'):
         monkeypatch.setenv('WS_MM_COMPILE', mode)
-        with warnings.catch_warnings():  # compiled indeed: no fallback
-            warnings.simplefilter('error', RuntimeWarning)
+        with count_kernel_calls() as calls:
             (grads[mode], ) = torch.autograd.grad(weight_standardization(w),
                                                   w, grad_out)
+        # compiled indeed, and eager indeed: else eager would meet eager
+        assert calls == Counter(all=1, compiled=int(mode == '1')), (mode,
+                                                                    calls)
     # Per filter the gradient is (g - mean(g) - W_hat <g, W_hat> / (n - 1))
     # / s, two sums over the filter's n weights that the compiled kernel
     # adds up in another order: off by about eps * sqrt(n) times the terms'
@@ -272,7 +339,7 @@ def test_float32_gradient_of_the_compiled_kernel_matches_eager(monkeypatch):
     g = grad_out.double().flatten(1).abs()
     terms = (g + g.mean(1, keepdim=True) +
              w_hat * (g * w_hat).mean(1, keepdim=True)) / std
-    atol = 4 * EPS32 * math.sqrt(rows.shape[1]) * terms.max().item()
+    atol = rounding_tol(torch.float32, rows.shape[1]) * terms.max().item()
     torch.testing.assert_close(grads['1'], grads['0'], rtol=0, atol=atol)
 
 
