@@ -1,12 +1,15 @@
 """ws_mm.functional.conv_ws, the pure function behind every WS conv, against
-torch's own convolutions run with W_hat (float64), and its gradient observer."""
+torch's own convolutions run with W_hat from the float64 formula
+(tests/references.py; autograd differentiates it, not WS's closed form),
+and its gradient observer."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ws_mm.functional import (ConvArgs, conv_ws, filter_rows, get_ws_variant,
-                              unfilter_rows, weight_standardization)
+                              unfilter_rows)
 from ws_mm.layers import ConvWS2d
+from references import reference_ws_conv
 
 CASES = {
     'conv2d, stride 2, groups 2': (
@@ -36,8 +39,8 @@ def test_equals_torch_conv_with_w_hat_in_float64(case, variant):
                     w_shape[0], dtype=torch.float64, requires_grad=True)
     g = None
     for fn in (lambda: conv_ws(x, w, b, resolved, args),
-               lambda: torch_conv(x, weight_standardization(
-                   w, resolved, transposed=args.transposed, groups=args.groups),
+               lambda: torch_conv(x, reference_ws_conv(
+                   w, variant, transposed=args.transposed, groups=args.groups),
                    b)):
         y = fn()
         grads = torch.autograd.grad(y.sin().sum(), (x, w, b))

@@ -1,21 +1,19 @@
-"""Recalibration of normalization statistics (ws_mm.toolbox.recalibration):
-the function on small float64 models against a float64 reference written
-here, on 1 and 2 processes, and the hook in short toolbox runs of the demo
-configs switched to BCN."""
+"""Recalibration of normalization statistics: the function
+(ws_mm.recalibration) on small float64 models against a float64 reference
+written here, on 1 and 2 processes, and its hook (ws_mm.toolbox) in short
+toolbox runs of the demo configs switched to BCN."""
 import re
 import sys
 from pathlib import Path
 
+import devkit  # conftest.py loads it
 import pytest
 import torch
 from torch import nn
 
+from ws_mm import recalibrate_norm_statistics
 from ws_mm.layers import BatchChannelNorm, EstimatedBatchNorm
-from ws_mm.toolbox.recalibration import (NormRecalibrationHook,
-                                         recalibrate_norm_statistics)
-
-ROOT = Path(__file__).resolve().parents[1]
-
+from ws_mm.toolbox.recalibration import NormRecalibrationHook
 
 # ---------------------------------------------------------------- reference
 def rows(x):
@@ -164,14 +162,15 @@ def test_a_model_without_statistics_is_an_error():
     assert not any(m.training for m in net.modules())
 
 
-@pytest.mark.parametrize('kwargs,match', [
-    (dict(num_batches=0), 'num_batches must be a positive int'),
-    (dict(num_batches=2.0), 'num_batches must be a positive int'),
-    (dict(when='after_val'), r"unknown when='after_val'; use one of "
-     r"\['before_val', 'end_of_training', 'before_test'\]"),
+@pytest.mark.parametrize('kwargs,error,match', [
+    (dict(num_batches=0), ValueError, 'num_batches must be a positive int'),
+    (dict(num_batches=2.0), TypeError, 'num_batches must be a positive int'),
+    (dict(num_batches=True), TypeError, 'num_batches must be a positive int'),
+    (dict(when='after_val'), ValueError, r"unknown when='after_val'; use "
+     r"one of \['before_val', 'end_of_training', 'before_test'\]"),
 ])
-def test_hook_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=f'NormRecalibrationHook: {match}'):
+def test_hook_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=f'NormRecalibrationHook: {match}'):
         NormRecalibrationHook(**kwargs)
 
 
@@ -203,30 +202,18 @@ def test_two_ranks_average_over_the_batches_of_both(tmp_path, run_tool,
 
 
 # ----------------------------------------------------- the hook in a real run
-DEMOS = {
-    'mmdet': dict(
-        config='mask-rcnn_r18_fpn_gn-ws-all_1xb2-500it_demo-coco.py',
-        data='coco/', norms=['backbone', 'neck', 'roi_head.bbox_head',
-                             'roi_head.mask_head']),
-    'mmseg': dict(
-        config='deeplabv3_r18-d16_gn-ws-all_1xb2-500it_demo-voc-256x256.py',
-        data='VOCdevkit/VOC2012', norms=['backbone', 'decode_head',
-                                         'auxiliary_head']),
+NORMS = {
+    'mmdet': ['backbone', 'neck', 'roi_head.bbox_head', 'roi_head.mask_head'],
+    'mmseg': ['backbone', 'decode_head', 'auxiliary_head'],
 }
 
 
 def bcn_demo_options(toolbox, demo_data):
     """--cfg-options for the demo config of ``toolbox`` on the test run's
     demo data, with every norm layer switched to BCN (estimate mode)."""
-    demo = DEMOS[toolbox]
-    data_root = f"{demo_data.root / demo['data']}"
-    options = [f'{loader}.dataset.data_root={data_root}' for loader in (
-        'train_dataloader', 'val_dataloader', 'test_dataloader')]
-    if toolbox == 'mmdet':
-        options += [f'{evaluator}.ann_file={data_root}/annotations/'
-                    'instances_val2017.json'
-                    for evaluator in ('val_evaluator', 'test_evaluator')]
-    options += [f'model.{part}.norm_cfg.type=BCN' for part in demo['norms']]
+    options = devkit.cfg_options(
+        devkit.demo_data_options(toolbox, demo_data.root))
+    options += [f'model.{part}.norm_cfg.type=BCN' for part in NORMS[toolbox]]
     return options + ['model.backbone.norm_eval=False']
 
 
@@ -234,12 +221,11 @@ def bcn_demo_options(toolbox, demo_data):
 @pytest.mark.parametrize('toolbox', ['mmdet', 'mmseg'])
 def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
         tmp_path, demo_data, run_tool, toolbox):
-    demo = DEMOS[toolbox]
 
     def config(when):
         path = tmp_path / f'{when}.py'
         path.write_text(
-            f"_base_ = ['{ROOT / 'configs/demo' / demo['config']}']\n"
+            f"_base_ = ['{devkit.ROOT / devkit.DEMO_CONFIGS[toolbox]}']\n"
             "custom_hooks = [dict(type='NormRecalibrationHook', "
             f"num_batches=3, when='{when}')]\n")
         return str(path)
@@ -257,15 +243,15 @@ def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
                        weights_only=False)['state_dict']
     counts = {k: int(v) for k, v in state.items()
               if k.endswith('pbn.num_batches_tracked')}
+    for part in NORMS[toolbox]:
+        assert any(k.startswith(part) for k in counts), part
+    # The hook ran once, on every BCN estimate stage, over 3 batches, and
+    # before the validation that follows the last iteration.
+    log = next(work_dir.glob('*/*.log')).read_text()
+    assert_recalibrated_once_before(log, 'val', layers=len(counts))
     # Two training batches, then three of recalibration that replaced them,
     # before the last checkpoint: in every part, heads included.
-    for part in demo['norms']:
-        assert any(k.startswith(part) for k in counts), part
     assert set(counts.values()) == {3}, counts
-    log = next(work_dir.glob('*/*.log')).read_text()
-    assert recalibrations(log) == [str(len(counts))]
-    # ... and before the final validation, which ran after it.
-    assert log.index('NormRecalibrationHook') < log.rindex('Iter(val)')
 
     # A checkpoint recalibrated before testing it (tools/test.py).
     test_dir = tmp_path / 'test'
@@ -274,15 +260,26 @@ def test_hook_in_a_short_run_of_the_demo_switched_to_bcn(
                      str(test_dir), '--cfg-options', *options])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = next(test_dir.glob('*/*.log')).read_text()
-    assert recalibrations(log) == [str(len(counts))]
-    assert log.index('NormRecalibrationHook') < log.rindex('Iter(test)')
+    assert_recalibrated_once_before(log, 'test', layers=len(counts))
 
 
-def recalibrations(log):
-    """The layer counts of the hook's log lines (3 batches each)."""
-    return re.findall(r'NormRecalibrationHook: recalibrated the statistics '
-                      r'of (\d+) normalization layers over 3 training '
-                      r'batches', log)
+def assert_recalibrated_once_before(log, loop, layers, batches=3):
+    """The hook's own line, written when it ran (the class name alone is in
+    the log from the start: the config dump, the hook table), says it
+    recalibrated ``layers`` layers over ``batches`` batches, once, before
+    the first line the ``loop`` ('val' or 'test') logs (its progress or its
+    results)."""
+    ran = [(int(m[1]), int(m[2]), m.start()) for m in re.finditer(
+        r'^.* - mmengine - INFO - NormRecalibrationHook: recalibrated the '
+        r'statistics of (\d+) normalization layers over (\d+) training '
+        r'batches in [\d.]+ s$', log, re.MULTILINE)]
+    assert [(n, m) for n, m, _ in ran] == [(layers, batches)], ran
+    loop_lines = [m.start() for m in re.finditer(
+        rf'^.* - mmengine - INFO - (Epoch|Iter)\({loop}\) ', log,
+        re.MULTILINE)]
+    assert loop_lines, f'no {loop} loop in the log'
+    assert ran[0][2] < loop_lines[0], (
+        f'recalibrated after the {loop} loop had started')
 
 
 @pytest.mark.e2e
@@ -291,7 +288,7 @@ def test_frozen_statistics_stay_as_loaded_while_the_rest_trains(
     """Two runs of the BCN demo: the second starts from the first's
     checkpoint with FreezeNormStatisticsHook; its checkpoint has every
     estimate exactly as loaded, and trained affines."""
-    config = ROOT / 'configs/demo' / DEMOS['mmseg']['config']
+    config = devkit.ROOT / devkit.DEMO_CONFIGS['mmseg']
     options = bcn_demo_options('mmseg', demo_data) + [
         'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
         'default_hooks.checkpoint.interval=2', 'randomness.seed=0']

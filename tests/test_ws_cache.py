@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from ws_mm.functional import weight_standardization
 from ws_mm.layers import ConvTransposeWS2d, ConvWS2d
+from references import rounding_tol
 
 
 def fresh_w_hat(conv):
@@ -70,7 +71,7 @@ def test_invalidated_by_in_place_edit_and_load_state_dict(conv):
         assert_equal(conv.standardized_weight(), fresh_w_hat(other))
 
 
-def test_invalidated_by_dtype_and_device_moves(conv):
+def test_invalidated_by_dtype_moves(conv):
     x = torch.randn(1, 4, 6, 6)
     with torch.no_grad():
         conv(x)
@@ -89,6 +90,34 @@ def test_invalidated_by_dtype_and_device_moves(conv):
         torch.testing.assert_close(conv(x), y64.float(), rtol=0, atol=atol)
         conv.bfloat16()
         assert conv.standardized_weight().dtype == torch.bfloat16
+
+
+@pytest.mark.gpu
+def test_invalidated_by_device_moves(conv):
+    """To the GPU and back: each time W_hat is on the weight's device (a
+    stale one would not even run with the moved input), and the same as
+    one computed afresh there."""
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        on_cpu = conv.standardized_weight()
+        conv(x)
+        conv.cuda()
+        on_gpu = conv.standardized_weight()
+        assert on_gpu.device.type == 'cuda'
+        assert_equal(on_gpu, fresh_w_hat(conv))
+        assert conv(x.cuda()).device.type == 'cuda'
+        # The GPU reduces each filter in another order: off by float32
+        # rounding of sums over fan_in weights, relative to |w| / std.
+        rows = conv.weight.detach().double().flatten(1).cpu()
+        shift = (rows.abs().amax(1) / rows.std(1)).max().item()
+        tol = rounding_tol(torch.float32, rows.shape[1])
+        torch.testing.assert_close(on_gpu.cpu(), on_cpu, rtol=tol,
+                                   atol=tol * shift)
+        conv.cpu()
+        back = conv.standardized_weight()
+        assert back.device.type == 'cpu'
+        assert_equal(back, fresh_w_hat(conv))
+        assert conv(x).device.type == 'cpu'
 
 
 def test_data_edits_are_picked_up_after_train_or_eval(conv):

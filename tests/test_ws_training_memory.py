@@ -6,9 +6,8 @@ it from the forward. These tests check that nothing weight-sized but W itself
 is kept, that a training step allocates weight-sized memory only where a
 plain conv does (W_hat goes into a reused buffer, the gradient is formed in
 the convolution backward's), that the gradients are exactly those of torch's own conv class run
-with W_hat (ws_mm's function, tested against an independent float64
-reference in test_weight_standardization.py; autograd keeps W_hat there),
-for every conv type and padding, and that autograd's guarantees survive: the
+with W_hat (from the float64 formula of tests/references.py, which autograd
+differentiates and keeps), for every conv type and padding, and that autograd's guarantees survive: the
 in-place modification check, gradient penalties, activation checkpointing
 and autocast.
 """
@@ -23,15 +22,20 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from ws_mm.layers import ConvTransposeWS2d, ConvWS1d, ConvWS2d, ConvWS3d
+from references import reference_ws_conv
 
 
 def reference(conv, x, **kwargs):
     """The same conv composed from autograd's ops: torch's own conv class
-    called with W_hat in place of its weight (autograd keeps W_hat)."""
+    called with W_hat in place of its weight, W_hat from the float64
+    formula in the weight's dtype (autograd keeps it, and differentiates
+    it: WS's closed-form backward is not involved)."""
     plain = copy.deepcopy(conv)
     plain.__class__ = next(c for c in type(conv).__mro__
                            if c.__module__.startswith('torch.nn'))
-    params = {'weight': conv._standardize(conv.weight), 'bias': conv.bias}
+    w_hat = reference_ws_conv(conv.weight, conv.variant.name,
+                              conv.variant.eps, conv.transposed, conv.groups)
+    params = {'weight': w_hat.to(conv.weight.dtype), 'bias': conv.bias}
     return functional_call(plain, params, (x, ), kwargs)
 
 
