@@ -208,6 +208,25 @@ def test_a_missing_label_file_is_named_with_the_fix(tmp_path):
     check_datasets(cfg)
 
 
+def test_labels_are_checked_only_where_the_transforms_load_them(tmp_path):
+    """A test split without labels (format-only) passes; with
+    LoadAnnotations in its pipeline, its missing label is refused."""
+    voc = voc_layout(tmp_path, ['a', 'b'], labelled=['a'])
+    dataset = dict(type='PascalVOCDataset', data_root=str(voc),
+                   data_prefix=dict(img_path='JPEGImages',
+                                    seg_map_path='SegmentationClassAug'),
+                   ann_file='ImageSets/train.txt',
+                   pipeline=[dict(type='LoadImageFromFile'),
+                             dict(type='PackSegInputs')])
+    cfg = Config(dict(default_scope='mmseg',
+                      test_dataloader=dict(dataset=dataset)))
+    check_datasets(cfg, ('test_dataloader', ))
+    cfg.test_dataloader.dataset.pipeline.insert(
+        1, dict(type='LoadAnnotations'))
+    with pytest.raises(ConfigError, match=r"label file '.*/b\.png' not"):
+        check_datasets(cfg, ('test_dataloader', ))
+
+
 def test_coco_annotations_are_not_loaded_by_the_check(tmp_path):
     """mmdet's datasets read their whole json when built: not here."""
     (tmp_path / 'a.json').write_text('not json: loading would fail')
@@ -241,14 +260,17 @@ def test_a_truncated_checkpoint_is_named_by_the_loader(cut_checkpoint):
         check_checkpoint_is_complete(str(empty))
 
 
-@pytest.mark.parametrize('argv', [
-    ['test', 'CONFIG', 'CKPT'],
-    ['train', 'CONFIG', '--resume', 'CKPT'],
-    ['train', 'CONFIG', '--resume', '--work-dir', 'WORK_DIR'],
-    ['train', 'CONFIG', '--resume'],  # the config's work_dir
+LAST = '--resume (WORK_DIR/last_checkpoint)'
+
+
+@pytest.mark.parametrize('argv,where', [
+    (['test', 'CONFIG', 'CKPT'], 'CHECKPOINT'),
+    (['train', 'CONFIG', '--resume', 'CKPT'], '--resume'),
+    (['train', 'CONFIG', '--resume', '--work-dir', 'WORK_DIR'], LAST),
+    (['train', 'CONFIG', '--resume'], LAST),  # the config's work_dir
 ], ids=['test', 'resume', 'auto_resume', 'auto_resume_cfg_work_dir'])
 def test_tools_refuse_a_truncated_checkpoint_in_one_line(
-        cut_checkpoint, tmp_path, argv):
+        cut_checkpoint, tmp_path, argv, where):
     """tools/test.py CONFIG CKPT and tools/train.py --resume [CKPT] stop
     before anything is written (``run`` prints the line, exit 2)."""
     work_dir = tmp_path / 'work'
@@ -264,8 +286,9 @@ def test_tools_refuse_a_truncated_checkpoint_in_one_line(
         prepare(tool, args)
     message = str(error.value)
     assert '\n' not in message
+    where = where.replace('WORK_DIR', str(work_dir))
     assert message.startswith(
-        f"load_from: checkpoint '{cut_checkpoint}' is incomplete")
+        f"{where}: checkpoint '{cut_checkpoint}' is incomplete")
     assert sorted(tmp_path.rglob('*')) == before
 
 

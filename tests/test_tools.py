@@ -1,7 +1,6 @@
 """tools/: 2-process CPU training, resuming and testing through torchrun with
 the real toolboxes, and the errors a user sees for bad input."""
 import collections
-import math
 import re
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ from devkit import cfg_options, demo_data_options  # conftest.py loads it
 
 from ws_mm.toolbox.checkpoint import WEIGHTS_ONLY_BY_DEFAULT
 from ws_mm import destroy_process_group
+from references import rounding_tol
 
 pytestmark = pytest.mark.e2e
 
@@ -143,7 +143,7 @@ def test_two_process_train_resume_and_test(tmp_path, demo_data, dist_run,
     # eps * sqrt(n) * their magnitude, for n values per channel (at most 2
     # processes x 2 images x 128 x 128 after the stem). Another batch, or
     # estimates not restored, moves them by a good part of the std.
-    rounding = 4 * torch.finfo(torch.float32).eps * math.sqrt(2 * 2 * 128**2)
+    rounding = rounding_tol(torch.float32, 2 * 2 * 128**2)
     for key in backbone:
         if key.endswith('num_batches_tracked'):
             assert torch.equal(ours[key], reference[key]), key
@@ -294,8 +294,7 @@ def test_the_toolbox_own_train_py_runs_our_config(tmp_path, demo_data,
 
 @pytest.mark.parametrize('case', [
     'typo', 'missing_data', 'unreachable_pretrained', 'distributed_syncbn',
-    'amp',
-    'foreign_checkpoint'
+    'amp', 'foreign_checkpoint', 'truncated_test', 'truncated_resume'
 ])
 def test_bad_input_stops_early_with_one_line(tmp_path, demo_data, run_tool,
                                              refused_port, case):
@@ -330,6 +329,16 @@ def test_bad_input_stops_early_with_one_line(tmp_path, demo_data, run_tool,
             pytest.skip('checks the CPU path')
         options = ['--amp']
         expected = 'drop --amp'
+    elif case.startswith('truncated'):  # an interrupted download or save
+        cut = tmp_path / 'cut.pth'
+        torch.save({'state_dict': {'w': torch.ones(4096)}}, cut)
+        cut.write_bytes(cut.read_bytes()[:8192])
+        if case == 'truncated_test':
+            tool, positional = 'tools/test.py', [str(cut)]
+            expected = f"error: CHECKPOINT: checkpoint '{cut}' is incomplete"
+        else:
+            options = ['--resume', str(cut)]
+            expected = f"error: --resume: checkpoint '{cut}' is incomplete"
     else:
         if not WEIGHTS_ONLY_BY_DEFAULT:
             pytest.skip('torch < 2.6 unpickles anything, as the toolboxes do')

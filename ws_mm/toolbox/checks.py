@@ -10,7 +10,7 @@ deep inside the first forward. :func:`check_config` finds them first and raises
 import difflib
 import os.path as osp
 import sys
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, NamedTuple, Optional, Tuple
 
 import torch
 from mmengine.config import Config, ConfigDict
@@ -139,7 +139,15 @@ def check_seg_maps(path: str, node: dict, scope: Optional[str]) -> None:
             f'{path}: {cls.__name__} cannot list its samples '
             f'({type(error).__name__}{": " if message else ""}{message}); '
             'check data_root, data_prefix and ann_file') from None
-    for key, what in (('img_path', 'image'), ('seg_map_path', 'label file')):
+    # A run whose transforms load no labels (a test split without them) has
+    # none to check.
+    pipeline = node.get('pipeline')
+    loads_labels = not pipeline or any(
+        isinstance(t, dict) and 'LoadAnnotations' in str(t.get('type'))
+        for t in pipeline)
+    checked = [('img_path', 'image')] + (
+        [('seg_map_path', 'label file')] if loads_labels else [])
+    for key, what in checked:
         missing = [s[key] for s in samples
                    if s.get(key) and not osp.isfile(s[key])]
         if not missing:
@@ -151,7 +159,7 @@ def check_seg_maps(path: str, node: dict, scope: Optional[str]) -> None:
             'data_prefix.seg_map_path has them (labels in two folders make '
             "two datasets in a ConcatDataset, as mmseg's VOC + SBD: "
             'train.txt with SegmentationClass, aug.txt with '
-            'SegmentationClassAug; see configs/deeplabv3/README.md)'
+            'SegmentationClassAug)'
             if key == 'seg_map_path' else
             'check data_root, data_prefix.img_path and the list')
         raise ConfigError(
@@ -180,56 +188,73 @@ def check_datasets(cfg: Config, loaders=('train_dataloader', )) -> None:
         check_seg_maps(path, dataset, cfg.get('default_scope'))
 
 
-def _pretrained(cfg: Config) -> Iterator[Tuple[str, str]]:
+class Checkpoint(NamedTuple):
+    """A checkpoint a run loads: where it was named, the file or URL, and
+    what to do if it is not there."""
+    where: str
+    source: str
+    fix: str
+
+
+def _checkpoints(cfg: Config, given: Optional[Checkpoint]):
+    """The config's pretrained weights, and ``given`` (the checkpoint of
+    tools/test.py or --resume) or else ``load_from``."""
     for path, node in config_dicts(cfg.get('model', {}), 'model'):
         if node.get('type') == 'Pretrained' and node.get('checkpoint'):
-            yield f'{path}.checkpoint', node['checkpoint']
+            yield Checkpoint(f'{path}.checkpoint', node['checkpoint'],
+                             f'set {path}=None to train from scratch')
         if isinstance(node.get('pretrained'), str):
-            yield f'{path}.pretrained', node['pretrained']
+            yield Checkpoint(f'{path}.pretrained', node['pretrained'],
+                             f'set {path}.pretrained=None to train from '
+                             'scratch')
+    if given is not None:
+        yield given
+    elif cfg.get('load_from'):
+        yield Checkpoint('load_from', cfg.load_from,
+                         'set load_from=None to train from scratch')
 
 
-def check_checkpoints(cfg: Config) -> None:
-    """Pretrained weights and ``load_from`` can be read, before training.
+def check_checkpoints(cfg: Config,
+                      given: Optional[Checkpoint] = None) -> None:
+    """Pretrained weights and the checkpoint to load can be read, before
+    training or testing.
 
     Remote weights are fetched here (into the same cache the toolboxes read
     from), so a machine without network stops now with a one-line error,
     not after the work dir exists and the model is built.
     """
-    sources = list(_pretrained(cfg))
-    if cfg.get('load_from'):
-        sources.append(('load_from', cfg.load_from))
-    for path, source in sources:
+    for where, source, fix in _checkpoints(cfg, given):
         if not source.startswith(REMOTE_PREFIXES):
             if not osp.isfile(osp.expanduser(source)):
-                raise ConfigError(
-                    f'{path}: checkpoint {source!r} not found; point it at a '
-                    f'local file, or set {path.rsplit(".", 1)[0]}=None to '
-                    'train from scratch')
+                raise ConfigError(f'{where}: checkpoint {source!r} not '
+                                  f'found; point it at a local file, or '
+                                  f'{fix}')
             try:
                 check_checkpoint_is_complete(osp.expanduser(source))
                 check_checkpoint_is_safe(osp.expanduser(source))
             except (IncompleteCheckpointError, UnsafeCheckpointError) as error:
-                raise ConfigError(f'{path}: {error}') from None
+                raise ConfigError(f'{where}: {error}') from None
             continue
         try:
             CheckpointLoader.load_checkpoint(source, map_location='cpu',
                                              logger='silent')
         except Exception as error:
             raise ConfigError(
-                f'{path}: cannot fetch {source!r} ({type(error).__name__}: '
+                f'{where}: cannot fetch {source!r} ({type(error).__name__}: '
                 f'{str(error).splitlines()[0] if str(error) else ""}); '
                 'download it elsewhere and point the config at the local '
-                f'file, or set {path.rsplit(".", 1)[0]}=None to train from '
-                'scratch') from None
+                f'file, or {fix}') from None
 
 
 def check_config(cfg: Config, *, training: bool, amp: bool = False,
-                 distributed: bool = False) -> None:
-    """All checks a train (``training=True``) or test run needs."""
+                 distributed: bool = False,
+                 checkpoint: Optional[Checkpoint] = None) -> None:
+    """All checks a train (``training=True``) or test run needs;
+    ``checkpoint`` is what it loads instead of ``load_from``."""
     if not isinstance(cfg, (Config, ConfigDict)):
         raise TypeError(f'expected an mmengine Config, got {type(cfg)}')
     check_layer_types(cfg)
     check_gpu_only_options(cfg, amp=amp, distributed=distributed)
     check_datasets(cfg, ('train_dataloader', 'val_dataloader')
                    if training else ('test_dataloader', ))
-    check_checkpoints(cfg)
+    check_checkpoints(cfg, checkpoint)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 
 from ..distributed import destroy_process_group
-from .checks import ConfigError, check_config
+from .checks import Checkpoint, ConfigError, check_config
 
 TOOLBOXES = ('mmdet', 'mmseg')
 
@@ -114,10 +114,13 @@ def prepare(tool: str, argv: List[str]) -> Plan:
         raise ConfigError(
             f'{args.config}: default_scope is {scope!r}; ws_mm tools run '
             f'configs of {" or ".join(TOOLBOXES)} (set default_scope)')
+    checkpoint = None  # what the tool loads instead of cfg.load_from
     if tool == 'test':
-        cfg.load_from = args.checkpoint
+        checkpoint = Checkpoint('CHECKPOINT', args.checkpoint,
+                                'give tools/test.py an existing checkpoint')
     elif args.resume not in (None, 'auto'):
-        cfg.load_from = args.resume
+        checkpoint = Checkpoint('--resume', args.resume,
+                                'give --resume an existing checkpoint')
     elif args.resume == 'auto' and (scope == 'mmdet'
                                     or not cfg.get('load_from')):
         # What the toolbox resumes from (mmseg resumes from load_from if
@@ -125,9 +128,13 @@ def prepare(tool: str, argv: List[str]) -> Plan:
         work_dir = args.work_dir or cfg.get('work_dir') or os.path.join(
             'work_dirs', Path(args.config).stem)
         last = Path(work_dir, 'last_checkpoint')
-        cfg.load_from = last.read_text().strip() if last.is_file() else None
+        if last.is_file():
+            checkpoint = Checkpoint(
+                f'--resume ({last})', last.read_text().strip(),
+                f'drop --resume to start afresh, or name an existing '
+                f'checkpoint in {last}')
     check_config(cfg, training=tool == 'train', amp=args.amp,
-                 distributed=args.launcher != 'none')
+                 distributed=args.launcher != 'none', checkpoint=checkpoint)
 
     argv = [str(toolbox_script(scope, tool)), *argv]
     if args.launcher == 'none' or torch.cuda.is_available():
