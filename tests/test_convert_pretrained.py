@@ -183,8 +183,10 @@ def toolbox_key(key, abbr):
                     for p in parts)
 
 
-def build_backbone(scope, depth, kind, variant, checkpoint, **init):
-    conv_cfg = dict(type='ConvWS', variant=variant) if variant else None
+def build_backbone(scope, depth, kind, variant, checkpoint, eps=None,
+                   **init):
+    conv_cfg = dict(type='ConvWS', variant=variant, eps=eps) if variant \
+        else None
     with DefaultScope.overwrite_default_scope(scope):
         registry = __import__(f'{scope}.registry',
                               fromlist=['MODELS']).MODELS
@@ -262,12 +264,16 @@ def test_torchvision_layout_and_converted_files_pass_through(tmp_path):
      r"the model's convs are plain: set conv_cfg=dict\(type='ConvWS', "
      r"variant='A'\)"),
     (dict(depth=50, kind='gn', variant='B'),
-     r"trained with WS variant 'A', the model standardizes with \['B'\]"),
+     r"trained with WS variant 'A', the model standardizes with "
+     r"\['B \(eps 1e-05\)'\]"),
+    (dict(depth=50, kind='gn', variant='A', eps=1e-3),
+     r"trained with WS variant 'A', the model standardizes with "
+     r"\['A \(eps 0.001\)'\]"),
 ])
 def test_a_file_that_does_not_fit_is_refused(tmp_path, model, message):
     _, _, path = authors_file(tmp_path, 'gn', 'A')
     backbone = build_backbone('mmdet', model['depth'], model['kind'],
-                              model['variant'], path)
+                              model['variant'], path, model.get('eps'))
     with pytest.raises(ValueError, match=re.escape(path) + '.*' + message):
         backbone.init_weights()
 

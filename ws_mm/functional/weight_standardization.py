@@ -35,18 +35,21 @@ from .validate import non_negative
 
 class WSVariant(NamedTuple):
     """How the standard deviation ``s`` of a filter is formed."""
-    name: str           # 'A', 'B' or 'C'
     unbiased: bool      # divide the variance by I - 1 instead of I
     eps_in_sqrt: bool   # sqrt(var + eps) instead of sqrt(var) + eps
     eps: float          # the variant's default eps
+    name: str = 'custom'
+
+    def same_as(self, other: 'WSVariant') -> bool:
+        """Whether both standardize alike, whatever their names."""
+        return self[:3] == other[:3]
 
 
-#: A: s = std_unbiased + eps; B: s = sqrt(var_unbiased + eps);
-#: C: s = sqrt(var_biased + eps) (the paper's eq. 7 with eps 1e-5).
 WS_VARIANTS = {
-    'A': WSVariant('A', unbiased=True, eps_in_sqrt=False, eps=1e-5),
-    'B': WSVariant('B', unbiased=True, eps_in_sqrt=True, eps=1e-5),
-    'C': WSVariant('C', unbiased=False, eps_in_sqrt=True, eps=1e-6),
+    name: WSVariant(unbiased, eps_in_sqrt, eps, name)
+    for name, unbiased, eps_in_sqrt, eps in (('A', True, False, 1e-5),
+                                             ('B', True, True, 1e-5),
+                                             ('C', False, True, 1e-6))
 }
 
 
@@ -64,8 +67,7 @@ def get_ws_variant(variant: Union[str, WSVariant] = 'A',
     else:
         raise ValueError(
             f'unknown weight standardization variant {variant!r}; use one of '
-            f'{sorted(WS_VARIANTS)} (A: mmcv ConvWS / official WS code, '
-            f'B: official BCN code, C: BiT / timm StdConv2d)')
+            f'{sorted(WS_VARIANTS)} or a WSVariant')
     if eps is None:
         return resolved
     return resolved._replace(

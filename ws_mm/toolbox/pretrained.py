@@ -27,6 +27,7 @@ from mmengine.runner import CheckpointLoader
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..functional import WS_VARIANTS
 from ..layers import WS_CONVS, BatchChannelNorm
 
 NORM_SLOT = re.compile(r'^(?P<block>(layer\d+\.\d+\.)?)bn(?P<index>\d+)\.')
@@ -219,18 +220,20 @@ class AuthorsPretrainedInit:
                 f'ResNet-{model_depth}: set depth={depth} or use the '
                 f'ResNet-{model_depth} file')
         trained = AUTHORS_WS_VARIANT.get(norm)
-        variants = {m.variant.name for m in module.modules()
+        variants = {m.variant for m in module.modules()
                     if isinstance(m, WS_CONVS)}
         if trained and not variants:
             raise ValueError(
                 f"{src} is the authors' {NORM_NAMES[norm]}+WS ResNet, but "
                 "the model's convs are plain: set conv_cfg=dict("
                 f"type='ConvWS', variant='{trained}')")
-        if trained and variants != {trained}:
+        if trained and not all(v.same_as(WS_VARIANTS[trained])
+                               for v in variants):
             message = (
                 f'{src} was trained with WS variant {trained!r}, the model '
-                f'standardizes with {sorted(variants)}: set conv_cfg=dict('
-                f"type='ConvWS', variant='{trained}')")
+                'standardizes with '
+                f'{sorted(f"{v.name} (eps {v.eps:g})" for v in variants)}: '
+                f"set conv_cfg=dict(type='ConvWS', variant='{trained}')")
             if not self.allow_variant_change:
                 raise ValueError(message + ', or allow_variant_change='
                                  'True to run the weights that way')
