@@ -7,19 +7,19 @@ rounding of the values compared: a sum of n terms is off by about
 eps * sqrt(n) * the sum of their magnitudes (eps the dtype's machine epsilon;
 sqrt(n): rounding errors of random sign add up like a random walk).
 """
-import importlib
 from collections import Counter
-from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from ws_mm.functional import WS_VARIANTS, fusion, weight_standardization
+from ws_mm.functional import (WS_VARIANTS, WSVariant, fusion,
+                              weight_standardization)
 from ws_mm.layers import ConvTransposeWS2d, ConvWS1d, ConvWS2d, ConvWS3d
-from references import REFERENCE_VARIANTS, reference_ws, rounding_tol
+from references import (REFERENCE_VARIANTS, kernel_calls, reference_ws,
+                        rounding_tol)
 
 
 def test_reference_variants_match_the_library_table():
@@ -30,69 +30,32 @@ def test_reference_variants_match_the_library_table():
                 variant.eps) == (unbiased, eps_in_sqrt, eps)
 
 
+def test_a_variant_of_ones_own_standardizes_by_its_numbers():
+    own = WSVariant(True, True, 1e-5)  # B's numbers, under no name
+    assert own.name == 'custom' and own.same_as(WS_VARIANTS['B'])
+    assert not own.same_as(WS_VARIANTS['A'])
+    assert not own.same_as(WS_VARIANTS['B']._replace(eps=1e-3))
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    torch.testing.assert_close(weight_standardization(w, own),
+                               reference_ws(w, 'B'), rtol=0, atol=1e-12)
+
+
 # Before torch 2.4 WS's kernels always run eagerly (ws_mm.functional.fusion).
 needs_compile = pytest.mark.skipif(
     not fusion._TORCH_COMPILES, reason='torch < 2.4: never compiled')
 
 
-# WS's fused kernel, the closed-form backward (fusion.fused keeps, per
-# process, None before its first compiled call, False once it fell back to
-# eager, else the compiled function). Its module, not the package's
-# attribute of the same name (the function weight_standardization).
-WS_MODULE = importlib.import_module('ws_mm.functional.weight_standardization')
-KERNEL = WS_MODULE._closed_form_backward
-
-
-@contextmanager
-def count_kernel_calls():
-    """Count the calls of the fused kernel inside the block: ``'all'`` of
-    them, and those that ran ``'compiled'``. A fallback to eager, in the
-    block or earlier in the process, leaves calls that did not."""
-    calls = Counter()
-    cell = KERNEL.__closure__[KERNEL.__code__.co_freevars.index('compiled')]
-    real_compile = torch.compile
-
-    def counted(compiled):
-        def run(*args):
-            result = compiled(*args)
-            calls['compiled'] += 1
-            return result
-        run.compiled = compiled
-        return run
-
-    def every_call(*args):
-        calls['all'] += 1
-        return KERNEL(*args)
-
-    if cell.cell_contents is None:  # compiled by the first call in the block
-        torch.compile = lambda fn, **kwargs: counted(real_compile(fn,
-                                                                  **kwargs))
-    elif cell.cell_contents is not False:
-        cell.cell_contents = counted(cell.cell_contents)
-    WS_MODULE._closed_form_backward = every_call
-    try:
-        yield calls
-    finally:
-        WS_MODULE._closed_form_backward = KERNEL
-        torch.compile = real_compile
-        cell.cell_contents = getattr(cell.cell_contents, 'compiled',
-                                     cell.cell_contents)
-
-
 class Kernels(NamedTuple):
     name: str       # 'compiled' or 'eager'
-    calls: Counter  # count_kernel_calls' of the test
+    calls: Callable[[], Counter]  # kernel_calls() at the test's start
 
     def assert_ran_as_named(self):
         """The test called the kernel, and every call ran as named."""
-        calls = self.calls
-        assert calls['all'] > 0, 'the kernel was not called'
-        ran = calls['compiled'] if self.name == 'compiled' else (
-            calls['all'] - calls['compiled'])
-        assert ran == calls['all'], (
-            f"{calls['all'] - ran} of {calls['all']} calls of the kernel "
-            f"did not run {self.name} (compiled: a fallback to eager, in "
-            'this test or earlier in the process)')
+        calls = self.calls()
+        assert calls[self.name] > 0 and calls[self.name] == sum(
+            calls.values()), (f'{dict(calls)}: not every call of the kernel '
+                              f'ran {self.name} (compiled: a fallback to '
+                              'eager, in this test or earlier in the process)')
 
 
 @pytest.fixture(params=['compiled', 'eager'])
@@ -106,8 +69,7 @@ def kernels(request, monkeypatch):
     monkeypatch.setattr(fusion, '_mode', None)
     monkeypatch.setenv('WS_MM_COMPILE', '1' if request.param == 'compiled'
                        else '0')
-    with count_kernel_calls() as calls:
-        yield Kernels(request.param, calls)
+    return Kernels(request.param, kernel_calls())
 
 
 @pytest.mark.parametrize('variant', ['A', 'B', 'C'])
@@ -293,7 +255,7 @@ def test_layer_gradcheck(cls, variant):
 def test_bad_arguments_fail_at_construction():
     with pytest.raises(ValueError, match=r"variant 'D'.*\['A', 'B', 'C'\]"):
         ConvWS2d(3, 4, 3, variant='D')
-    with pytest.raises(ValueError, match='eps must be a float >= 0'):
+    with pytest.raises(ValueError, match='eps must be a finite float >= 0'):
         ConvWS2d(3, 4, 3, eps=-1e-5)
     with pytest.raises(ValueError, match='ConvWS2d.*single weight.*plain conv'):
         ConvWS2d(4, 4, 1, groups=4)
@@ -323,12 +285,11 @@ def test_float32_gradient_of_the_compiled_kernel_matches_eager(monkeypatch):
     monkeypatch.setattr(fusion, '_mode', None)
     for mode in ('1', '0'):
         monkeypatch.setenv('WS_MM_COMPILE', mode)
-        with count_kernel_calls() as calls:
-            (grads[mode], ) = torch.autograd.grad(weight_standardization(w),
-                                                  w, grad_out)
+        calls = kernel_calls()
+        (grads[mode], ) = torch.autograd.grad(weight_standardization(w), w,
+                                              grad_out)
         # compiled indeed, and eager indeed: else eager would meet eager
-        assert calls == Counter(all=1, compiled=int(mode == '1')), (mode,
-                                                                    calls)
+        assert calls() == Counter({'compiled' if mode == '1' else 'eager': 1})
     # Per filter the gradient is (g - mean(g) - W_hat <g, W_hat> / (n - 1))
     # / s, two sums over the filter's n weights that the compiled kernel
     # adds up in another order: off by about eps * sqrt(n) times the terms'

@@ -18,6 +18,7 @@ releases run eagerly). Where it fails, the same function runs eagerly from
 then on, with one warning: identical math. The first compiled call of a
 process compiles (seconds; TorchInductor caches the kernels on disk).
 """
+import collections
 import functools
 import os
 import warnings
@@ -65,10 +66,12 @@ def fused(min_cpu_numel: int):
     A compilation error disables compilation of ``fn`` for the process with
     one warning; a genuine error of ``fn`` is raised again by the eager call.
     Under TorchScript/ONNX tracing ``fn`` runs eagerly (tracers cannot enter a
-    compiled function).
+    compiled function). ``calls`` of the result counts its calls by how they
+    ran, ``'compiled'`` or ``'eager'``: what tests and benchmarks check.
     """
     def decorate(fn):
         compiled = None
+        calls = collections.Counter()
 
         def wanted(first) -> bool:
             mode = compile_mode()
@@ -82,11 +85,14 @@ def fused(min_cpu_numel: int):
         def run(*args):
             nonlocal compiled
             if not wanted(args[0]):
+                calls['eager'] += 1
                 return fn(*args)
             if compiled is None:
                 compiled = torch.compile(fn, dynamic=True)
             try:
-                return compiled(*args)
+                result = compiled(*args)
+                calls['compiled'] += 1
+                return result
             except Exception as error:  # noqa: BLE001 - any compiler failure
                 compiled = False
                 warnings.warn(
@@ -94,7 +100,9 @@ def fused(min_cpu_numel: int):
                     f'({type(error).__name__}: {str(error)[:200]}); running '
                     'it eagerly from now on (same results). Set '
                     'WS_MM_COMPILE=never to skip compilation.', RuntimeWarning)
+                calls['eager'] += 1
                 return fn(*args)
 
+        run.calls = calls
         return run
     return decorate
