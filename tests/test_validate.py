@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from references import ref_bcn, ref_channel_stats
 from ws_mm.functional.validate import non_negative, positive_int, rate
 from ws_mm.layers import BatchChannelNorm
 from ws_mm.toolbox.hooks import WSGradientHook
@@ -41,18 +42,23 @@ def test_rate_returns_what_it_accepts(value):
     assert rate('Owner', 'arg', value) is value
 
 
-@pytest.mark.parametrize('value', [True, False, 0, 0.0, -0.1, 1.0001, 2,
-                                   float('nan'), '0.1', None])
+@pytest.mark.parametrize('value,error,shown', [
+    (True, TypeError, 'True (bool)'), (False, TypeError, 'False (bool)'),
+    ('0.1', TypeError, "'0.1' (str)"), (None, TypeError, 'None (NoneType)'),
+    (0, ValueError, '0'), (0.0, ValueError, '0.0'), (-0.1, ValueError, '-0.1'),
+    (1.0001, ValueError, '1.0001'), (2, ValueError, '2'),
+    (float('nan'), ValueError, 'nan'),
+])
 @pytest.mark.parametrize('allow_none', [False, True])
-def test_rate_refuses(value, allow_none):
+def test_rate_refuses(value, error, shown, allow_none):
     if value is None and allow_none:
         assert rate('Owner', 'arg', None, allow_none=True) is None
         return
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(error) as info:
         rate('Owner', 'arg', value, allow_none=allow_none)
     also = ', or None' if allow_none else ''
     assert str(info.value) == (f'Owner: arg must be in (0, 1] (e.g. 0.1)'
-                               f'{also}, got {value!r}')
+                               f'{also}, got {shown}')
 
 
 @pytest.mark.parametrize('value,expected', [(0, 0.0), (1, 1.0),
@@ -62,13 +68,17 @@ def test_non_negative_returns_a_float(value, expected):
     assert type(result) is float and result == expected
 
 
-@pytest.mark.parametrize('value', [True, False, -1e-5, -1, float('nan'),
-                                   '1e-5', None])
-def test_non_negative_refuses(value):
-    with pytest.raises(ValueError) as info:
+@pytest.mark.parametrize('value,error,shown', [
+    (True, TypeError, 'True (bool)'), (False, TypeError, 'False (bool)'),
+    ('1e-5', TypeError, "'1e-5' (str)"), (None, TypeError, 'None (NoneType)'),
+    (-1e-5, ValueError, '-1e-05'), (-1, ValueError, '-1'),
+    (float('nan'), ValueError, 'nan'), (float('inf'), ValueError, 'inf'),
+])
+def test_non_negative_refuses(value, error, shown):
+    with pytest.raises(error) as info:
         non_negative('Owner', 'arg', value)
-    assert str(info.value) == ('Owner: arg must be a float >= 0 (e.g. 1e-5), '
-                               f'got {value!r}')
+    assert str(info.value) == ('Owner: arg must be a finite float >= 0 '
+                               f'(e.g. 1e-5), got {shown}')
 
 
 # ------------------------------------------------------------------ the users
@@ -135,11 +145,11 @@ def test_momentum_none_in_batch_mode_is_batchnorms():
         bn.bias.copy_(bcn.pbn.bias)
 
     def reference(x):
-        y = bn(x).reshape(x.size(0), 4, -1)
-        mean = y.mean(-1, keepdim=True)
-        var = (y - mean).square().mean(-1, keepdim=True)
-        z = (y - mean) / torch.sqrt(var + bcn.eps) * bcn.weight + bcn.bias
-        return z.reshape(x.shape)
+        stats = (ref_channel_stats(x) if bn.training else
+                 (bn.running_mean.clone(), bn.running_var.clone()))
+        bn(x)  # BatchNorm's running averages, the layer's reference
+        return ref_bcn(x, *stats, bn.weight, bn.bias, bcn.weight, bcn.bias,
+                       num_groups=4)
 
     for mode in ('train', 'eval'):
         bcn.train(mode == 'train')
@@ -160,7 +170,7 @@ def test_momentum_none_in_batch_mode_is_batchnorms():
 
 def test_momentum_none_is_shown_and_bad_ones_name_the_layer():
     assert 'momentum=None' in repr(BatchChannelNorm(8, 4, momentum=None).pbn)
-    with pytest.raises(ValueError, match=re.escape(
+    with pytest.raises(TypeError, match=re.escape(
             'BatchChannelNorm: momentum must be in (0, 1] (e.g. 0.1), or '
-            'None, got True')):
+            'None, got True (bool)')):
         BatchChannelNorm(8, 4, momentum=True)

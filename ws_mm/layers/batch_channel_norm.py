@@ -128,8 +128,10 @@ class EstimatedBatchNorm(nn.Module):
                 'ws_mm: %s(%s) got a training batch whose statistics are not '
                 'finite (NaN or Inf) and left its running estimates '
                 'unchanged; such batches are counted in its '
-                'num_nonfinite_batches buffer, without another message',
-                type(self).__name__, self.extra_repr())
+                'num_nonfinite_batches buffer, without another message (the '
+                'layers that counted some: [name for name, b in '
+                "model.named_buffers() if name.endswith('num_nonfinite_"
+                "batches') and b])", type(self).__name__, self.extra_repr())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints from before the count, the official BCN code's and
@@ -204,7 +206,7 @@ class BatchChannelNorm(nn.Module):
         _check_config(num_features, num_groups, eps, mode, momentum, sync_bn)
         self.num_features = num_features
         self.num_groups = num_groups
-        self.eps = eps
+        self.eps = float(eps)
         self.mode = mode
         if mode == 'estimate':
             self.pbn = EstimatedBatchNorm(num_features, eps, momentum)
