@@ -1,6 +1,5 @@
 """ws_mm's layers resolve through mmcv's builders in every scope, and its
 ConvWS is a true drop-in for mmcv's."""
-import math
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from mmengine.registry import MODELS, DefaultScope
 import ws_mm
 from ws_mm.layers import (BatchChannelNorm, ConvTransposeWS2d, ConvWS1d,
                           ConvWS2d, ConvWS3d)
+from references import rounding_tol
 
 CONVS = {
     'ConvWS': ConvWS2d,
@@ -117,6 +117,5 @@ def test_mmcv_positional_arguments_including_eps():
         w_hat = ours.standardized_weight()  # float64 by now
         magnitude = F.conv2d(x.double().abs(), w_hat.abs(), ours.bias.abs(),
                              padding=1)
-        atol = (4 * torch.finfo(torch.float32).eps * math.sqrt(fan_in) *
-                magnitude.max().item())
+        atol = rounding_tol(torch.float32, fan_in) * magnitude.max().item()
         torch.testing.assert_close(ours32, theirs32, rtol=0, atol=atol)

@@ -5,7 +5,6 @@ A W_hat from the cache and one computed afresh come from the same function
 on the same weight, so they are compared bit for bit.
 """
 import copy
-import math
 
 import pytest
 import torch
@@ -85,8 +84,7 @@ def test_invalidated_by_dtype_moves(conv):
         fan_in = conv.weight[0].numel()
         magnitude = F.conv2d(x.double().abs(), fresh_w_hat(conv).double().abs(),
                              conv.bias.double().abs(), padding=1)
-        atol = (4 * torch.finfo(torch.float32).eps * math.sqrt(fan_in) *
-                magnitude.max().item())
+        atol = rounding_tol(torch.float32, fan_in) * magnitude.max().item()
         torch.testing.assert_close(conv(x), y64.float(), rtol=0, atol=atol)
         conv.bfloat16()
         assert conv.standardized_weight().dtype == torch.bfloat16

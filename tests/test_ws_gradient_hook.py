@@ -6,7 +6,6 @@ so every step's gradients differ), so the logged gradient ratios can be
 checked against plain autograd of the very steps logged, to float64
 rounding.
 """
-import math
 
 import devkit  # conftest.py loads it
 import pytest
@@ -19,6 +18,7 @@ from torch import nn
 
 import ws_mm  # noqa: F401  (registers the hook)
 from ws_mm.layers import ConvWS2d
+from references import rounding_tol
 
 BATCH = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64)
@@ -146,8 +146,8 @@ def test_hook_logs_every_interval_and_matches_autograd(tmp_path):
         # The weight after that step's update. The hook takes its
         # statistics in float32: off by about eps * sqrt(n) * |w|
         # (rounding the weights, then summing n of them).
-        atol = (4 * torch.finfo(torch.float32).eps *
-                math.sqrt(weight.numel()) * weight.abs().max().item())
+        atol = (rounding_tol(torch.float32, weight.numel()) *
+                weight.abs().max().item())
         assert record['ws/conv1/weight_std'] == pytest.approx(
             float(weight.std()), rel=0, abs=atol)
         assert record['ws/conv1/weight_mean'] == pytest.approx(
