@@ -53,13 +53,17 @@ def test_first_error_else_the_last_line():
     assert first_error('x' * 400) == 'x' * 300
 
 
-def test_run_captures_the_output_from_the_root_on_a_port_of_its_own():
+def test_run_captures_the_output_from_the_root_on_a_port_of_its_own(
+        monkeypatch):
     script = ('import os, sys; print(os.getcwd(), os.environ.get("PORT")); '
               'print("oops", file=sys.stderr); sys.exit(3)')
     proc = run([sys.executable, '-c', script])
     cwd, port = proc.stdout.split()
     assert (proc.returncode, Path(cwd), proc.stderr) == (3, ROOT, 'oops\n')
     assert port.isdigit()
+    # Not this process's PORT, which back-to-back launches would share.
+    monkeypatch.setenv('PORT', '1234')
+    assert run([sys.executable, '-c', script]).stdout.split()[1] != '1234'
     proc = run([sys.executable, '-c', script], env=dict(os.environ,
                                                         PORT='1234'))
     assert proc.stdout.split()[1] == '1234'

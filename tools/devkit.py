@@ -70,9 +70,10 @@ def run(args: Sequence[str], *, log: Optional[Path] = None,
     Args:
         args: The command.
         log: A file for its output (stdout and stderr together).
-        env: Its whole environment (default: this process's). ``PORT`` is
-            added, a free port, unless ``env`` has one: tools/dist_*.sh
-            read it, and the previous launch's port may still be held.
+        env: Its whole environment (default: this process's). ``PORT``
+            (read by tools/dist_*.sh) is a free port of its own, as the
+            previous launch's may still be held, unless ``env`` is given
+            with one.
         timeout: Seconds after which the command and every process it
             started (torchrun's workers too) are killed.
         stream: Let the output go to the terminal.
@@ -87,8 +88,8 @@ def run(args: Sequence[str], *, log: Optional[Path] = None,
     """
     if log is not None and stream:
         raise ValueError('run: either log or stream, not both')
-    env = dict(os.environ if env is None else env)
-    env.setdefault('PORT', str(free_port()))
+    env = dict(os.environ, PORT=str(free_port())) if env is None else {
+        'PORT': str(free_port()), **env}
     with contextlib.ExitStack() as stack:
         out = err = None if stream else subprocess.PIPE
         if log is not None:
