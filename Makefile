@@ -13,7 +13,8 @@
 # work_dirs/gpu/report.json (docs/gpu.md); .venv has torch's CPU build, so
 # on a GPU machine give an environment with CUDA torch: PY=/path/to/python.
 PY := .venv/bin/python
-OLDEST_TESTS := tests/test_weight_standardization.py \
+OLDEST_TESTS := tests/test_architecture.py tests/test_validate.py \
+	tests/test_weight_standardization.py \
 	tests/test_conv_ws_functional.py tests/test_batch_channel_norm.py \
 	tests/test_registry.py tests/test_configs.py tests/test_stack.py \
 	tests/test_tools.py::test_two_process_train_resume_and_test \

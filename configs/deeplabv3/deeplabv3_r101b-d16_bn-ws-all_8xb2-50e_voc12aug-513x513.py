@@ -1,6 +1,7 @@
 # Table 11, BN+WS row: DeepLabV3 R-101, output stride 16, crop 513, the
-# authors' protocol, the BN row's SyncBN in backbone and ASPP with WS convs
-# (variant A, as deeplab.py's Conv2d).
+# BN row's SyncBN in backbone and ASPP with WS convs (variant A, as
+# deeplab.py's Conv2d). The authors' code has no BN+WS path: the settings are
+# the other rows' (configs/deeplabv3/README.md).
 # The paper's BN+WS ImageNet ResNet-101 is not published (the authors'
 # READMEs list GN+WS and BCN+WS weights only): put one, in the authors' or
 # the toolboxes' layout, at this path (relative to where tools/train.py runs).

@@ -4,7 +4,7 @@
 #   (The authors' segmentation code ran BCN's first stage on SyncBN batch
 #   statistics at large per-GPU batches: that is mode='batch', sync_bn=True,
 #   GPU only. 'estimate' averages its statistics across ranks on any backend.)
-# - WS variant 'B' (sqrt(var + eps), paper eq. 7): the variant the authors'
+# - WS variant 'B' (docs/layers.md): the variant the authors'
 #   BCN+WS ImageNet checkpoints were trained with.
 # - norm_eval=False (mmseg's DeepLabV3 already sets it; stated because BCN
 #   needs it).

@@ -3,7 +3,7 @@
 # - BCN in 'estimate' mode, the micro-batch form (1-2 images per process):
 #   running estimates of the channel statistics, updated in training and
 #   averaged across ranks, then GroupNorm(32) with a per-group affine.
-# - WS variant 'B' (sqrt(var + eps), paper eq. 7): the variant the authors'
+# - WS variant 'B' (docs/layers.md): the variant the authors'
 #   BCN+WS ImageNet checkpoints were trained with.
 # - norm_eval=False: mmdet's ResNet defaults to norm_eval=True, which would
 #   put every BN-like stage in eval mode during training.
