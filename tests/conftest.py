@@ -93,6 +93,20 @@ def torchrun():
 
 
 @pytest.fixture
+def two_ranks(torchrun, run_tool, tmp_path):
+    """A function ``(name, *args)`` that runs tests/dist_scripts/NAME.py on
+    2 processes with torchrun (it writes ``rank<r>.pt`` into the folder it
+    is given first) and returns what each rank saved."""
+    def run(name, *args):
+        script = Path(__file__).parent / 'dist_scripts' / f'{name}.py'
+        proc = run_tool(torchrun(2, script, tmp_path, *args), timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return [torch.load(tmp_path / f'rank{r}.pt', weights_only=False)
+                for r in range(2)]
+    return run
+
+
+@pytest.fixture
 def refused_port():
     """A loopback port that refuses connections for the whole test: bound
     here but not listening, so no other process can listen on it meanwhile

@@ -9,7 +9,6 @@ the rounding of their sums, about eps * sqrt(n) * the sum of the magnitudes.
 import logging
 import math
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
@@ -396,12 +395,8 @@ def test_checkpoints_without_the_count_load_strictly(source):
 
 @pytest.mark.e2e
 @pytest.mark.dist
-def test_two_ranks_skip_a_nonfinite_batch_of_either_rank(tmp_path, run_tool,
-                                                         torchrun):
-    script = Path(__file__).parent / 'dist_scripts' / 'bcn_nonfinite.py'
-    proc = run_tool(torchrun(2, script, tmp_path), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
+def test_two_ranks_skip_a_nonfinite_batch_of_either_rank(two_ranks):
+    ranks = two_ranks('bcn_nonfinite')
     for steps in zip(*(r['steps'] for r in ranks)):
         for key in ('running_mean', 'running_var', 'num_batches_tracked',
                     'num_nonfinite_batches'):
@@ -579,13 +574,8 @@ def test_bad_input_shape(shape):
 @pytest.mark.dist
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32],
                          ids=['float64', 'float32'])
-def test_two_ranks_share_global_estimates(tmp_path, run_tool, torchrun,
-                                         dtype):
-    script = Path(__file__).parent / 'dist_scripts' / 'bcn_one_step.py'
-    proc = run_tool(torchrun(2, script, tmp_path, str(dtype).split('.')[1]),
-                    timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
+def test_two_ranks_share_global_estimates(two_ranks, dtype):
+    results = two_ranks('bcn_one_step', str(dtype).split('.')[1])
     assert results[0]['running_mean'].dtype == dtype
     for key in ('running_mean', 'running_var', 'num_batches_tracked'):
         assert torch.equal(results[0][key], results[1][key]), key

@@ -18,7 +18,6 @@ import math
 import sys
 import warnings
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
@@ -339,8 +338,8 @@ def test_bcn_modes_match_float64_reference(device, dtype, record):
 
 @pytest.mark.gpu
 @pytest.mark.dist
-def test_sync_bcn_on_two_gpus_matches_one_process(tmp_path, run_tool,
-                                                  torchrun, record):
+def test_sync_bcn_on_two_gpus_matches_one_process(tmp_path, two_ranks,
+                                                  record):
     """BCN(mode='batch', sync_bn=True) on 2 GPUs (2 processes, nccl), half
     the batch each (tests/dist_scripts/bcn_sync_bn.py), against one process
     in batch mode on the whole batch: outputs and input gradients
@@ -362,10 +361,7 @@ def test_sync_bcn_on_two_gpus_matches_one_process(tmp_path, run_tool,
     torch.save(dict(x=x.cpu(), grad_out=grad_out.cpu(), state=state,
                     num_features=c, num_groups=groups),
                tmp_path / 'inputs.pt')
-    script = Path(__file__).parent / 'dist_scripts' / 'bcn_sync_bn.py'
-    proc = run_tool(torchrun(2, script, tmp_path), timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
+    ranks = two_ranks('bcn_sync_bn')
 
     n, _, _, h, w = BCN_SHAPE
     tol = rounding_tol(torch.float32, n * h * w)

@@ -4,7 +4,6 @@ written here, on 1 and 2 processes, and its hook (ws_mm.toolbox) in short
 toolbox runs of the demo configs switched to BCN."""
 import re
 import sys
-from pathlib import Path
 
 import devkit  # conftest.py loads it
 import pytest
@@ -177,12 +176,8 @@ def test_hook_bad_arguments(kwargs, error, match):
 # ---------------------------------------------------------------- two ranks
 @pytest.mark.e2e
 @pytest.mark.dist
-def test_two_ranks_average_over_the_batches_of_both(tmp_path, run_tool,
-                                                   torchrun):
-    script = Path(__file__).parent / 'dist_scripts' / 'recalibrate.py'
-    proc = run_tool(torchrun(2, script, tmp_path), timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [torch.load(tmp_path / f'rank{r}.pt') for r in range(2)]
+def test_two_ranks_average_over_the_batches_of_both(two_ranks):
+    ranks = two_ranks('recalibrate')
     for key in ranks[0]['state']:
         assert torch.equal(ranks[0]['state'][key], ranks[1]['state'][key]), key
     state = ranks[0]['state']
