@@ -9,7 +9,7 @@
 #
 # Idempotent: every step checks first and says what it decided ("have" or
 # "install"), so a second run changes nothing and takes seconds. The slow
-# part, building mmcv 2.1.0 with its compiled ops (about 12 min on 2 cores),
+# part, building mmcv 2.1.0 with its compiled ops (minutes on 2 cores),
 # happens once per machine and torch: the wheel is cached in $WS_MM_CACHE
 # (default ~/.cache/ws_mm), keyed by the mmcv, torch and Python versions.
 #
@@ -86,7 +86,7 @@ if [ "$(installed mmcv)" = "$MMCV_VERSION" ] && has_ops; then
     say "have mmcv $MMCV_VERSION with ops"
 else
     if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
-        say "build mmcv $MMCV_VERSION with ops (once per machine and torch, about 12 minutes on 2 cores; progress in $log)"
+        say "build mmcv $MMCV_VERSION with ops (once per machine and torch, minutes on 2 cores; progress in $log)"
         tmp=$(mktemp -d)
         # --no-build-isolation: the build must see the installed torch, or mmcv
         # is built silently WITHOUT its ops. --no-cache-dir: pip's wheel cache
