@@ -113,13 +113,9 @@ dataset_aug = dict(
 # authors' SegmentationClassAug.zip (configs/deeplabv3/README.md, Dataset):
 # in a config based on a row, train_dataloader = dict(dataset=_base_.trainaug)
 trainaug = dict(
+    dataset_aug,
     _delete_=True,  # replaces the ConcatDataset when merged
-    type=dataset_type,
-    data_root=data_root,
-    data_prefix=dict(
-        img_path='JPEGImages', seg_map_path='SegmentationClassAug'),
-    ann_file='ImageSets/Segmentation/trainaug.txt',
-    pipeline=train_pipeline)
+    ann_file='ImageSets/Segmentation/trainaug.txt')
 train_dataloader = dict(
     batch_size=2,  # x 8 processes: --batch_size 16
     num_workers=4,
