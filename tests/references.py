@@ -111,6 +111,59 @@ def ref_bcn_batch_mode(x, bcn, eps=BCN_EPS):
                    bcn.num_groups, eps)
 
 
+class RefBCN:
+    """The official two-stage BCN arithmetic in float64, stepped like a
+    ``BatchChannelNorm`` (whose parameters and state it starts from).
+
+    The first stage is the authors' BatchNorm (``mode='batch'``: batch
+    statistics in training, the running ones updated with the unbiased
+    variance, as ``nn.BatchNorm2d``) or their estimated BN (``'estimate'``:
+    the estimates updated first, from the batch mean and the second moment
+    around the running mean, at ws_mm's rate ``max(momentum, 1 / (t + 1))``,
+    then used as constants); the second is :func:`ref_bcn`'s group norm.
+    Gradients come from autograd through these formulas.
+    """
+
+    def __init__(self, bcn):
+        self.mode, self.num_groups = bcn.mode, bcn.num_groups
+        self.momentum = bcn.pbn.momentum
+        self.params = {name: p.detach().double().clone().requires_grad_()
+                       for name, p in bcn.named_parameters()}
+        self.state = {name: b.detach().clone()
+                      for name, b in bcn.pbn.named_buffers()
+                      if name != 'num_nonfinite_batches'}
+
+    def __call__(self, x, training, stats_of=None):
+        """The output for ``x``; in training the statistics are updated
+        first from ``stats_of`` (default ``x``; the data of all ranks)."""
+        state, p = self.state, self.params
+        mean, var = state['running_mean'], state['running_var']
+        if training:
+            t = int(state['num_batches_tracked'])
+            batch_mean, batch_var = ref_channel_stats(
+                x if stats_of is None else stats_of)
+            if self.mode == 'batch':
+                n = x.numel() // x.size(1)
+                rate = 1 / (t + 1) if self.momentum is None else self.momentum
+                state['running_mean'] = ((1 - rate) * mean +
+                                         rate * batch_mean.detach())
+                state['running_var'] = ((1 - rate) * var + rate *
+                                        batch_var.detach() * n / (n - 1))
+                mean, var = batch_mean, batch_var
+            else:
+                batch_mean, batch_var = batch_mean.detach(), batch_var.detach()
+                rate = 1 / (t + 1)
+                if self.momentum is not None:
+                    rate = max(self.momentum, rate)
+                if t:
+                    batch_var = batch_var + (batch_mean - mean)**2
+                mean = state['running_mean'] = (1 - rate) * mean + rate * batch_mean
+                var = state['running_var'] = (1 - rate) * var + rate * batch_var
+            state['num_batches_tracked'] = state['num_batches_tracked'] + 1
+        return ref_bcn(x, mean, var, p['pbn.weight'], p['pbn.bias'],
+                       p['weight'], p['bias'], self.num_groups)
+
+
 # -------------------------------------------------------------- what ran
 def kernel_calls():
     """A function that gives the calls of WS's fused kernel (the

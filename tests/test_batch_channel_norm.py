@@ -16,12 +16,13 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ws_mm.functional.batch_channel_norm import (channel_stats,
+from ws_mm.functional.batch_channel_norm import (batch_channel_norm,
+                                                 channel_stats,
                                                  group_norm_group_affine,
                                                  moving_average_rate)
 from ws_mm.layers.batch_channel_norm import (BatchChannelNorm,
                                              EstimatedBatchNorm)
-from references import ref_bcn, ref_channel_stats, rounding_tol
+from references import RefBCN, ref_bcn, ref_channel_stats, rounding_tol
 
 EPS = 1e-5
 EPS32 = torch.finfo(torch.float32).eps
@@ -92,6 +93,62 @@ def test_matches_float64_reference(mode, training, shape):
     if mode == 'estimate':
         torch.testing.assert_close(pbn.running_mean, mean, rtol=0, atol=1e-12)
         torch.testing.assert_close(pbn.running_var, var, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('momentum', [0.3, None], ids=['ema', 'cumulative'])
+@pytest.mark.parametrize('shape', SHAPES, ids=lambda s: f'rank{len(s)}')
+@pytest.mark.parametrize('mode', ['estimate', 'batch'])
+def test_steps_match_the_two_stage_reference(mode, shape, momentum):
+    """Four training steps (rates 1, 1/2, 1/3, then 0.3 or 1/4) and an
+    eval step, each against the official two-stage arithmetic in float64:
+    the output, the gradients w.r.t. the input and both affines, and the
+    running statistics after the step."""
+    bcn = make_bcn(mode=mode, momentum=momentum)
+    ref = RefBCN(bcn)
+    for step, training in enumerate([True] * 4 + [False]):
+        bcn.train(training)
+        x = randn(shape[0] + step % 2, *shape[1:], mean=1.5 - step,
+                  std=2.0 + step, seed=10 + step).requires_grad_()
+        x_ref = x.detach().clone().requires_grad_()
+        upstream = randn(*x.shape, seed=20 + step)
+
+        out, expected = bcn(x), ref(x_ref, training)
+        out.backward(upstream)
+        expected.backward(upstream)
+
+        tol = dict(rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(out, expected, **tol)
+        torch.testing.assert_close(x.grad, x_ref.grad, **tol)
+        for name, param in bcn.named_parameters():
+            torch.testing.assert_close(param.grad, ref.params[name].grad,
+                                       **tol, msg=name)
+            param.grad, ref.params[name].grad = None, None
+        for name, value in ref.state.items():
+            torch.testing.assert_close(getattr(bcn.pbn, name), value,
+                                       rtol=0, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize('channel', [True, False], ids=['estimates', 'batch'])
+def test_gradcheck_of_the_fused_function(channel):
+    """The fused function alone, with the channel stage's statistics given
+    (estimate mode, in training too) or the batch's own; first and second
+    derivatives."""
+    torch.manual_seed(0)
+    x = randn(3, 4, 2, 3, mean=0.5).requires_grad_()
+    params = [torch.randn(4, dtype=torch.float64) * 0.5 + 1,
+              torch.randn(4, dtype=torch.float64),
+              torch.randn(1, 2, 1, dtype=torch.float64) * 0.5 + 1,
+              torch.randn(1, 2, 1, dtype=torch.float64)]
+    params = [p.requires_grad_() for p in params]
+    stats = (torch.randn(4, dtype=torch.float64),
+             torch.rand(4, dtype=torch.float64) + 0.5) if channel else None
+
+    def f(x, *params):
+        return batch_channel_norm(x, *params, num_groups=2, eps=EPS,
+                                  channel=stats)
+
+    assert torch.autograd.gradcheck(f, (x, *params))
+    assert torch.autograd.gradgradcheck(f, (x, *params))
 
 
 def test_functional_pieces_match_reference():
@@ -575,37 +632,58 @@ def test_bad_input_shape(shape):
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32],
                          ids=['float64', 'float32'])
 def test_two_ranks_share_global_estimates(two_ranks, dtype):
+    """Each step of each rank against the two-stage reference with the
+    estimates of both ranks' data together, and one collective per step."""
     results = two_ranks('bcn_one_step', str(dtype).split('.')[1])
-    assert results[0]['running_mean'].dtype == dtype
-    for key in ('running_mean', 'running_var', 'num_batches_tracked'):
-        assert torch.equal(results[0][key], results[1][key]), key
+    torch.manual_seed(0)  # the script's initialization
+    refs = [RefBCN(BatchChannelNorm(8, num_groups=4)) for _ in results]
+    for step, ranks in enumerate(zip(*results)):
+        assert [r['all_reduce_calls'] for r in ranks] == [1, 1]
+        assert ranks[0]['running_mean'].dtype == dtype
+        for key in ('running_mean', 'running_var', 'num_batches_tracked'):
+            assert torch.equal(ranks[0][key], ranks[1][key]), key
+        data = [r['x'].double() for r in ranks]
+        assert data[0].shape[0] != data[1].shape[0]
+        for r, ref in zip(ranks, refs):
+            x = r['x'].double().requires_grad_()
+            expected = ref(x, True, stats_of=torch.cat(data))
+            expected.backward(r['upstream'].double())
+            if dtype == torch.float64:
+                tol = dict(rtol=1e-10, atol=1e-10)
+                torch.testing.assert_close(r['out'], expected, **tol)
+                torch.testing.assert_close(r['x_grad'], x.grad, **tol)
+                for name, grad in r['grads'].items():
+                    torch.testing.assert_close(
+                        grad, ref.params[name].grad, **tol, msg=name)
+                    ref.params[name].grad = None
+                for key in ('running_mean', 'running_var'):
+                    torch.testing.assert_close(r[key], ref.state[key],
+                                               rtol=0, atol=1e-12)
+            else:
+                _check_float32_estimates(r, ref, data)
+        # Not what an unweighted average of the ranks' statistics would give.
+        naive_mean = sum(ref_channel_stats(d)[0] for d in data) / 2
+        if step == 0:
+            got = ranks[0]['running_mean'].double()
+            assert (got - naive_mean).abs().max() > 0.1
 
-    data = [r['x'].double() for r in results]
-    assert data[0].shape[0] != data[1].shape[0]
-    mean, var = ref_channel_stats(torch.cat(data))
-    got_mean = results[0]['running_mean'].double()
-    got_var = results[0]['running_var'].double()
-    if dtype == torch.float64:
-        tol = dict(rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(got_mean, mean, **tol)
-        torch.testing.assert_close(got_var, var, **tol)
-    else:
-        # Each rank sums its n values per channel in float32: its mean is
-        # off by about eps * sqrt(n) * mean(|x|), its var and its mean^2
-        # (combined across ranks in float64) by about eps * sqrt(n) *
-        # mean(x^2) each, the latter twice.
-        per_rank = [d.transpose(0, 1).flatten(1) for d in data]
-        m1 = torch.stack([r.abs().mean(1) for r in per_rank]).max()
-        m2 = torch.stack([r.square().mean(1) for r in per_rank]).max()
-        rounding = rounding_tol(torch.float32,
-                                max(r.shape[1] for r in per_rank))
-        torch.testing.assert_close(got_mean, mean, rtol=0,
-                                   atol=rounding * m1.item())
-        torch.testing.assert_close(got_var, var, rtol=0,
-                                   atol=3 * rounding * m2.item())
-    # Not what an unweighted average of the ranks' statistics would give.
-    naive_mean = sum(ref_channel_stats(d)[0] for d in data) / 2
-    assert (got_mean - naive_mean).abs().max() > 0.1
+
+def _check_float32_estimates(result, ref, data):
+    """Each rank sums its n values per channel in float32: its mean is off by
+    about eps * sqrt(n) * mean(|x|), its var and its mean^2 (combined across
+    ranks in float64) by about eps * sqrt(n) * mean(x^2) each, the latter
+    twice; an update moves each estimate by at most that."""
+    per_rank = [d.transpose(0, 1).flatten(1) for d in data]
+    m1 = torch.stack([r.abs().mean(1) for r in per_rank]).max()
+    m2 = torch.stack([r.square().mean(1) for r in per_rank]).max()
+    rounding = rounding_tol(torch.float32, max(r.shape[1] for r in per_rank))
+    steps = result['num_batches_tracked'].item()
+    torch.testing.assert_close(result['running_mean'].double(),
+                               ref.state['running_mean'], rtol=0,
+                               atol=steps * rounding * m1.item())
+    torch.testing.assert_close(result['running_var'].double(),
+                               ref.state['running_var'], rtol=0,
+                               atol=3 * steps * rounding * m2.item())
 
 
 # ------------------------------------------------------------------- autocast

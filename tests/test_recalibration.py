@@ -71,9 +71,12 @@ class Net(nn.Module):
 
 
 def record_inputs(model, names):
+    """The inputs each named layer normalizes, batch by batch; a BCN stage
+    ``pbn`` normalizes its BCN's input (the BCN computes it, fused)."""
     inputs = {name: [] for name in names}
     for name in names:
-        model.get_submodule(name).register_forward_pre_hook(
+        hooked = name[:-len('.pbn')] if name.endswith('.pbn') else name
+        model.get_submodule(hooked).register_forward_pre_hook(
             lambda m, args, name=name: inputs[name].append(args[0].clone()))
     return inputs
 

@@ -21,9 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..functional.batch_channel_norm import (channel_stats,
+from ..functional.batch_channel_norm import (batch_channel_norm,
+                                             channel_stats,
                                              group_norm_group_affine,
-                                             moving_average_rate)
+                                             moving_average_rate,
+                                             pool_moments,
+                                             sample_channel_moments)
 from ..functional.validate import non_negative, positive_int, rate
 
 logger = logging.getLogger('ws_mm')
@@ -85,7 +88,7 @@ class EstimatedBatchNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         mean, var = self.running_mean, self.running_var
         if self.training:
-            self._update_estimates(x)
+            self.update_estimates(*channel_stats(x))
             # The graph must keep the values used here: the next training
             # forward updates the buffers in place, possibly before this
             # backward (a shared head calls the layer once per level).
@@ -94,8 +97,9 @@ class EstimatedBatchNorm(nn.Module):
                             training=False, momentum=0., eps=self.eps)
 
     @torch.no_grad()
-    def _update_estimates(self, x: Tensor) -> None:
-        batch_mean, batch_var = channel_stats(x)
+    def update_estimates(self, batch_mean: Tensor, batch_var: Tensor) -> None:
+        """The training update from a batch's per-channel mean and biased
+        variance (:func:`channel_stats`: of all ranks)."""
         dtype = self.running_mean.dtype
         batch_mean, batch_var = batch_mean.to(dtype), batch_var.to(dtype)
         first = self.num_batches_tracked == 0
@@ -157,6 +161,23 @@ class _AnyRankBatchNorm(_BatchNorm):
         if input.dim() < 2:
             raise ValueError(
                 f'expected an (N, C, *) input, got shape {tuple(input.shape)}')
+
+    @torch.no_grad()
+    def update_running_stats(self, mean: Tensor, var: Tensor,
+                             count: int) -> None:
+        """BatchNorm's training update from a batch's per-channel mean and
+        biased variance over ``count`` values each (the running variance
+        takes the unbiased one)."""
+        if count <= 1:  # BatchNorm's own check
+            raise ValueError('Expected more than 1 value per channel when '
+                             f'training, got {count}')
+        self.num_batches_tracked.add_(1)
+        rate = self.momentum
+        if rate is None:  # the cumulative average
+            rate = 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
+        self.running_mean.lerp_(mean.to(self.running_mean.dtype), rate)
+        self.running_var.lerp_((var * (count / (count - 1))).to(
+            self.running_var.dtype), rate)
 
 
 class BatchChannelNorm(nn.Module):
@@ -233,8 +254,24 @@ class BatchChannelNorm(nn.Module):
                 'purpose. If you did not mean it, set norm_eval=False in the '
                 'backbone config of a BCN model.', UserWarning, stacklevel=2)
             self._warned_frozen_pbn = True
-        return group_norm_group_affine(self.pbn(x), self.num_groups,
-                                       self.weight, self.bias, self.eps)
+        pbn = self.pbn
+        if isinstance(pbn, nn.SyncBatchNorm):  # its own collective: 2 stages
+            return group_norm_group_affine(pbn(x), self.num_groups,
+                                           self.weight, self.bias, self.eps)
+        moments = sample_channel_moments(x)
+        if self.mode == 'batch' and pbn.training:
+            pbn.update_running_stats(*pool_moments(*moments),
+                                     x.numel() // self.num_features)
+            channel = None  # the batch's own statistics, differentiated
+        else:
+            if pbn.training:
+                pbn.update_estimates(*channel_stats(x, moments))
+            # Copies: a later training call updates the buffers in place,
+            # possibly before this call's backward.
+            channel = (pbn.running_mean.clone(), pbn.running_var.clone())
+        return batch_channel_norm(x, pbn.weight, pbn.bias, self.weight,
+                                  self.bias, self.num_groups, self.eps,
+                                  channel, moments)
 
     @torch.no_grad()
     def init_weights(self) -> None:
