@@ -12,12 +12,15 @@ affine ``y = A[n, c] * x + B[n, c]``, and ``A`` and ``B`` depend on the input
 only through the mean and variance of each row: the channel stage's batch
 statistics are averages of them over the samples, and the group stage's
 statistics of the channel stage's output are averages of their affine images
-over each group's channels. So :func:`batch_channel_norm` costs what a group
-norm costs: one pass over ``x`` for the row moments, a small computation over
-``(N, C)``, one pass writing ``y``; its backward likewise, one pass reducing
-``grad_out`` and ``grad_out * x`` per row and one writing the input gradient.
+over each group's channels. So :func:`batch_channel_norm` is one
+normalization: torch's group-norm kernel with a group per channel gives the
+row moments and the normalized rows, a small computation over ``(N, C)``
+gives the map, and one pass writes ``y`` over the normalized rows. Its
+backward reduces ``grad_out`` and ``grad_out * x`` per row in one pass,
+takes them through the chain rule of that small computation, written out,
+and writes the input gradient.
 """
-from typing import Optional, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -44,18 +47,28 @@ def _rows(x: Tensor) -> Tensor:
     return x.reshape(x.size(0), x.size(1), -1)
 
 
+def _normalized_rows(x: Tensor, eps: float):
+    """``x``'s ``(sample, channel)`` rows, ``(N, C, L)``, normalized, with
+    their means, biased variances and ``1 / sqrt(var + eps)``, ``(N, C)``.
+
+    Torch's group-norm kernel with one group per channel: one pass for the
+    moments and one writing the rows, each row while it is in cache; BCN's
+    output is then written over the normalized rows. In :func:`stats_dtype`.
+    """
+    rows = _rows(x).to(stats_dtype(x))
+    n, c, length = rows.shape
+    normalized, mean, rstd = torch.ops.aten.native_group_norm(
+        rows, None, None, n, c, length, c, eps)
+    # rstd**-2 is var + eps to rounding; a constant row's rstd is inf at eps 0
+    var = rstd.pow(-2).sub_(eps).clamp_(min=0)
+    return normalized, mean, var, rstd
+
+
 @torch.no_grad()
 def sample_channel_moments(x: Tensor) -> Moments:
     """Mean and biased variance of each ``(sample, channel)`` row of ``x``,
-    of shape ``(N, C)``, in :func:`stats_dtype`; no gradient is recorded.
-
-    Two passes (the mean, then the norm of the centered values): exact, and
-    on CPU several times faster than ``var_mean``.
-    """
-    rows = _rows(x).to(stats_dtype(x))
-    mean = rows.sum(2).div_(rows.size(2))
-    var = torch.linalg.vector_norm(rows - mean[..., None], dim=2)
-    return mean, var.square_().div_(rows.size(2))
+    of shape ``(N, C)``, in :func:`stats_dtype`; no gradient is recorded."""
+    return _normalized_rows(x, 0.0)[1:3]
 
 
 def pool_moments(mean: Tensor, var: Tensor) -> Moments:
@@ -149,35 +162,104 @@ def group_norm_group_affine(x: Tensor, num_groups: int, group_weight: Tensor,
     return F.group_norm(x, num_groups, weight, bias, eps)
 
 
-def _coefficients(moments: Moments, channel: Optional[Moments],
-                  weight: Tensor, bias: Tensor, group_weight: Tensor,
-                  group_bias: Tensor, num_groups: int,
-                  eps: float) -> Tuple[Tensor, Tensor]:
-    """``A`` and ``B`` of BCN's map ``y = A * x + B`` per ``(n, c)`` row, from
-    the rows' moments, differentiably.
+class _Coefficients(NamedTuple):
+    """The terms of BCN's map ``y = A * x + B`` per ``(n, c)`` row, shaped
+    ``(1 or N, G, C // G)``: ``A = scale * group_scale``, ``B = (shift -
+    group_mean) * group_scale + group_bias``."""
+    rstd: Tensor         # 1 / sqrt(var + eps) of the channel stage
+    scale: Tensor        # the channel stage is scale * x + shift
+    shift: Tensor
+    mean: Tensor         # the channel stage's statistic
+    group_mean: Tensor   # of the channel stage's output, (N, G, 1)
+    centered: Tensor     # its rows' means minus their group's
+    group_rstd: Tensor   # 1 / sqrt(group var + eps), (N, G, 1)
+    group_scale: Tensor  # group_rstd * group_weight, (N, G, 1)
 
-    The channel stage is ``a * x + b`` with ``a = weight / sqrt(var + eps)``,
-    ``b = bias - mean * a``, ``(mean, var)`` being ``channel`` or, if that is
-    ``None``, the batch's own statistics pooled from the rows. Its output's
-    rows have mean ``a * m + b`` and variance ``a**2 * v``; a group's mean
-    and variance are the average of those means and the average of those
-    variances plus the variance of those means over the group's channels.
+
+def _coefficients(moments: Moments, channel: Optional[Moments],
+                  weight: Tensor, bias: Tensor,
+                  group_weight: Tensor, eps: float) -> _Coefficients:
+    """BCN's map per ``(n, c)`` row from the rows' moments.
+
+    The channel stage is ``scale * x + shift`` with ``scale = weight /
+    sqrt(var + eps)``, ``shift = bias - mean * scale``, ``(mean, var)`` being
+    ``channel`` or, if that is ``None``, the batch's statistics pooled from
+    the rows. Its output's rows have mean ``scale * m + shift`` and variance
+    ``scale**2 * v``; a group's mean and variance are the average of those
+    means and the average of those variances plus the variance of those
+    means over the group's channels.
     """
-    mean, var = moments
-    n, c = mean.shape
-    channel_mean, channel_var = channel or pool_moments(mean, var)
-    a = weight * torch.rsqrt(channel_var + eps)
-    b = bias - channel_mean * a
-    row_mean = (a * mean + b).view(n, num_groups, -1)
-    row_var = (a * a * var).view(n, num_groups, -1)
-    group_mean = row_mean.mean(2, keepdim=True)
-    group_var = (row_var.mean(2, keepdim=True) +
-                 (row_mean - group_mean).square().mean(2, keepdim=True))
-    scale = torch.rsqrt(group_var + eps) * group_weight.view(1, num_groups, 1)
-    a_scaled = a.view(1, num_groups, -1) * scale
-    shift = (b.view(1, num_groups, -1) - group_mean) * scale
-    return (a_scaled.reshape(n, c),
-            (shift + group_bias.view(1, num_groups, 1)).reshape(n, c))
+    row_mean, row_var = moments
+    n, g = row_mean.size(0), group_weight.numel()
+    mean, var = channel or pool_moments(row_mean, row_var)
+    rstd = torch.rsqrt(var + eps).view(1, g, -1)
+    scale = weight.view(1, g, -1) * rstd
+    mean = mean.view(1, g, -1)
+    shift = bias.view(1, g, -1) - mean * scale
+    stage_mean = torch.addcmul(shift, scale, row_mean.view(n, g, -1))
+    group_mean = stage_mean.mean(2, keepdim=True)
+    centered = stage_mean - group_mean
+    group_var = torch.addcmul(centered.square(), scale.square(),
+                              row_var.view(n, g, -1)).mean(2, keepdim=True)
+    group_rstd = torch.rsqrt(group_var + eps)
+    return _Coefficients(rstd, scale, shift, mean, group_mean, centered,
+                         group_rstd, group_rstd * group_weight.view(1, g, 1))
+
+
+def _map(co: _Coefficients, group_bias: Tensor) -> Tuple[Tensor, Tensor]:
+    """``A`` and ``B``, ``(N, C)``."""
+    a = co.scale * co.group_scale
+    b = torch.addcmul(group_bias.view(1, -1, 1), co.shift - co.group_mean,
+                      co.group_scale)
+    return a.flatten(1), b.flatten(1)
+
+
+def _coefficients_backward(grad_a: Tensor, grad_b: Tensor, moments: Moments,
+                           co: _Coefficients, weight: Tensor,
+                           group_weight: Tensor, batch_statistics: bool):
+    """The chain rule through :func:`_coefficients`, written out: gradients
+    w.r.t. the row moments and the four affines from those w.r.t. ``A`` and
+    ``B`` (autograd's engine would cost more than the arithmetic on these
+    small tensors)."""
+    n, c = grad_a.shape
+    g = group_weight.numel()
+    grad_a, grad_b = grad_a.view(n, g, -1), grad_b.view(n, g, -1)
+    row_mean, row_var = (t.view(n, g, -1) for t in moments)
+    per_group = grad_a.size(2)
+    # A = scale * group_scale, B = (shift - group_mean) * group_scale + ...
+    grad_group_scale = (grad_a * co.scale + grad_b * (co.shift - co.group_mean)
+                        ).sum(2, keepdim=True)
+    grad_b_sum = grad_b.sum(2, keepdim=True)
+    grad_group_bias = grad_b_sum.sum(0, keepdim=True)
+    grad_group_weight = (grad_group_scale * co.group_rstd).sum(0, keepdim=True)
+    grad_group_var = (grad_group_scale * group_weight.view(1, g, 1) *
+                      co.group_rstd.pow(3)).mul_(-0.5)
+    # group_mean: the mean of stage_mean; group_var: the mean of the stage's
+    # row variances plus that of centered**2 (whose derivative w.r.t.
+    # group_mean is 0: centered sums to 0).
+    grad_stage_mean = (2 * grad_group_var * co.centered -
+                       grad_b_sum * co.group_scale) / per_group
+    grad_stage_var = grad_group_var / per_group
+    grad_row_mean = grad_stage_mean * co.scale
+    grad_row_var = grad_stage_var * co.scale.square()
+    grad_shift = (grad_b * co.group_scale + grad_stage_mean).sum(
+        0, keepdim=True)
+    grad_scale = (grad_a * co.group_scale + grad_stage_mean * row_mean +
+                  2 * grad_stage_var * co.scale * row_var).sum(0, keepdim=True)
+    # scale = weight * rstd, shift = bias - mean * scale
+    grad_scale = grad_scale - co.mean * grad_shift
+    grad_weight = grad_scale * co.rstd
+    if batch_statistics:  # mean and var pooled from the rows, differentiated
+        grad_var = (grad_scale * weight.view(1, g, -1) *
+                    co.rstd.pow(3)).mul_(-0.5)
+        grad_mean = -co.scale * grad_shift
+        grad_row_mean = grad_row_mean + (
+            grad_mean + 2 * grad_var * (row_mean - co.mean)) / n
+        grad_row_var = grad_row_var + grad_var / n
+    return (grad_row_mean.view(n, c), grad_row_var.view(n, c),
+            grad_weight.view(c), grad_shift.view(c),
+            grad_group_weight.view(group_weight.shape),
+            grad_group_bias.view(group_weight.shape))
 
 
 def _per_row(coefficient: Tensor, x: Tensor) -> Tensor:
@@ -185,121 +267,150 @@ def _per_row(coefficient: Tensor, x: Tensor) -> Tensor:
     return coefficient.view(*coefficient.shape, *[1] * (x.dim() - 2))
 
 
-def _apply(x: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """``a * x + b`` with ``(N, C)`` coefficients, in ``x``'s dtype."""
-    return torch.addcmul(_per_row(b, x), _per_row(a, x), x).to(x.dtype)
+Channel = Union[None, Moments, Callable[[Moments], Optional[Moments]]]
+
+
+def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
+             eps: float):
+    """BCN's output rows ``(N, C, L)`` (in ``x``'s dtype), and the row
+    moments and coefficients they were computed with."""
+    normalized, row_mean, row_var, rstd = _normalized_rows(x, eps)
+    moments = (row_mean, row_var)
+    if callable(channel):
+        channel = channel(moments)
+    dtype = row_mean.dtype
+    if channel is not None:
+        channel = tuple(t.to(dtype) for t in channel)
+    weight, bias, group_weight, group_bias = (p.to(dtype) for p in params)
+    co = _coefficients(moments, channel, weight, bias, group_weight, eps)
+    # A * x + B = normalized * (A / rstd) + (A * mean + B), and A * mean + B
+    # = group_scale * centered + group_bias: torch's batch-norm kernel in
+    # eval mode is a per-channel affine; with the rows as channels it writes
+    # over the normalized rows.
+    n, c, length = normalized.shape
+    g = group_weight.numel()
+    flat = normalized.view(1, n * c, length)
+    empty = flat.new_empty(0)
+    torch.ops.aten.native_batch_norm.out(
+        flat, (co.scale / rstd.view(n, g, -1)).mul_(co.group_scale).view(-1),
+        torch.addcmul(group_bias.view(1, g, 1), co.group_scale,
+                      co.centered).view(-1),
+        flat.new_zeros(n * c), flat.new_ones(n * c), False, 0.0, 0.0,
+        out=flat, save_mean=empty, save_invstd=empty)
+    return normalized.to(x.dtype), moments, channel, co
+
+
+def _row_sums(grad: Tensor, x: Tensor) -> Moments:
+    """Per row, the sums of ``grad`` and of ``grad * x`` (the gradients
+    w.r.t. ``B`` and ``A``), ``(N, C)``, in float32 or more."""
+    dtype = stats_dtype(grad)
+    grad, x = _rows(grad).to(dtype), _rows(x).to(dtype)
+    # Torch's batch-norm backward with the rows as channels, mean 0 and
+    # rstd 1 reduces both in one pass, without a product tensor.
+    n, c, length = grad.shape
+    _, sum_grad_x, sum_grad = torch.ops.aten.native_batch_norm_backward(
+        grad.reshape(1, n * c, length), x.reshape(1, n * c, length), None,
+        None, None, grad.new_zeros(n * c), grad.new_ones(n * c), True, 0.0,
+        [False, True, True])
+    return sum_grad.view(n, c), sum_grad_x.view(n, c)
+
+
+def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
+              weight: Tensor, group_weight: Tensor, batch_statistics: bool,
+              input_grad: bool):
+    """The gradients w.r.t. ``x`` (if ``input_grad``) and the four affines:
+    the row sums, the chain rule through the coefficients, then ``a * grad``
+    plus the gradient through the row moments (d mean / dx is 1 / L and
+    d var / dx is 2 (x - mean) / L in each row)."""
+    sum_grad, sum_grad_x = _row_sums(grad, x)
+    grad_mean, grad_var, *grad_params = _coefficients_backward(
+        sum_grad_x, sum_grad, moments, co, weight, group_weight,
+        batch_statistics)
+    if not input_grad:
+        return None, grad_params
+    length = x[0, 0].numel()
+    per_x = grad_var * (2 / length)
+    offset = grad_mean / length - per_x * moments[0]
+    grad_x = torch.addcmul(_per_row(offset, x), _per_row(per_x, x), x)
+    a = (co.scale * co.group_scale).flatten(1)
+    return grad_x.addcmul_(_per_row(a, x), grad).to(x.dtype), grad_params
 
 
 class _BatchChannelNorm(torch.autograd.Function):
-    """BCN's output from the rows' moments; the backward reduces
-    ``grad_out`` and ``grad_out * x`` per row and differentiates the small
-    ``(N, C)`` graph of :func:`_coefficients` with those sums."""
+    """:func:`_forward`, with the backward of :func:`_backward`. The output
+    is ``(N, C, L)``; the caller views it in ``x``'s shape (a view made here
+    could not be modified in place)."""
 
     @staticmethod
-    def forward(ctx, x, mean, var, channel_mean, channel_var, weight, bias,
-                group_weight, group_bias, num_groups, eps):
-        dtype = mean.dtype
+    def forward(ctx, x, weight, bias, group_weight, group_bias, channel, eps):
         params = (weight, bias, group_weight, group_bias)
-        # Leaves of the (N, C) graph: the moments stand for x in it.
-        leaves = [mean.detach().requires_grad_(ctx.needs_input_grad[0]),
-                  var.detach().requires_grad_(ctx.needs_input_grad[0])]
-        leaves += [p.detach().to(dtype).requires_grad_(need)
-                   for p, need in zip(params, ctx.needs_input_grad[5:9])]
-        channel = None
-        if channel_mean is not None:
-            channel = (channel_mean.to(dtype), channel_var.to(dtype))
-        with torch.enable_grad():
-            a, b = _coefficients(leaves[:2], channel, *leaves[2:], num_groups,
-                                 eps)
-        ctx.save_for_backward(x, *params)
-        ctx.graph = (a, b, leaves)
-        ctx.channel, ctx.num_groups, ctx.eps = channel, num_groups, eps
-        ctx.param_dtypes = [p.dtype for p in params]
-        return _apply(x, a.detach(), b.detach())
+        out, moments, channel, co = _forward(x, params, channel, eps)
+        ctx.save_for_backward(x, *moments, *co, *params)
+        ctx.channel, ctx.eps = channel, eps
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
         # Unpacked once: non-reentrant checkpointing allows no second unpack.
-        x, *params = ctx.saved_tensors
+        x, row_mean, row_var, *saved = ctx.saved_tensors
+        co, params = _Coefficients(*saved[:8]), saved[8:]
         if torch.is_grad_enabled():  # backward(create_graph=True)
             return _differentiable_backward(ctx, grad_out, x, params)
-        a, b, leaves = ctx.graph
-        rows, grad_rows = _rows(x), _rows(grad_out.to(a.dtype))
-        sum_grad = grad_rows.sum(2)
-        sum_grad_x = (grad_rows * rows).sum(2)
-        wrt = [leaf for leaf in leaves if leaf.requires_grad]
-        # The small graph is kept (retain_graph) for another backward
-        # through the same output; ctx frees it.
-        grads = iter(torch.autograd.grad((a, b), wrt, (sum_grad_x, sum_grad),
-                                         retain_graph=True, allow_unused=True))
-        grads = [next(grads) if leaf.requires_grad else None
-                 for leaf in leaves]
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            # d mean / dx = 1 / L, d var / dx = 2 (x - mean) / L per row.
-            mean, length = leaves[0].detach(), rows.size(2)
-            per_x = grads[1].mul(2 / length)
-            offset = grads[0].div(length) - per_x * mean
-            grad_x = torch.addcmul(_per_row(offset, x), _per_row(per_x, x), x)
-            grad_x = grad_x.addcmul_(_per_row(a.detach(), x), grad_out)
-            grad_x = grad_x.to(x.dtype)
-        grad_params = [None if g is None else g.to(dtype)
-                       for g, dtype in zip(grads[2:], ctx.param_dtypes)]
-        return (grad_x, None, None, None, None, *grad_params, None, None)
+        dtype = row_mean.dtype
+        grad_x, grad_params = _backward(
+            grad_out.reshape(x.shape), x, (row_mean, row_var), co,
+            params[0].to(dtype), params[2].to(dtype), ctx.channel is None,
+            ctx.needs_input_grad[0])
+        grad_params = [g.to(p.dtype) if need else None for g, p, need in zip(
+            grad_params, params, ctx.needs_input_grad[1:5])]
+        return (grad_x, *grad_params, None, None)
 
 
 def _differentiable_backward(ctx, grad_out, x, params):
     """The same gradients, recorded by autograd (the forward recomputed from
     differentiable moments), so that they can be differentiated again."""
-    needs = ctx.needs_input_grad
-    wrt = [t for t, need in zip((x, *params), needs[:1] + needs[5:9]) if need]
-    rows = _rows(x).to(ctx.graph[0].dtype)
-    var, mean = torch.var_mean(rows, dim=2, correction=0)
-    a, b = _coefficients((mean, var), ctx.channel,
-                         *(p.to(mean.dtype) for p in params), ctx.num_groups,
-                         ctx.eps)
-    out = _apply(x.to(mean.dtype), a, b).to(x.dtype)
-    grads = iter(torch.autograd.grad(out, wrt, grad_out, create_graph=True))
-    grad_x, *grad_params = [next(grads) if need else None
-                            for need in needs[:1] + needs[5:9]]
-    return (grad_x, None, None, None, None, *grad_params, None, None)
+    needs = ctx.needs_input_grad[:5]
+    rows = _rows(x).to(stats_dtype(x))
+    row_var, row_mean = torch.var_mean(rows, dim=2, correction=0)
+    weight, bias, group_weight, group_bias = (p.to(row_mean.dtype)
+                                              for p in params)
+    a, b = _map(_coefficients((row_mean, row_var), ctx.channel, weight, bias,
+                              group_weight, ctx.eps), group_bias)
+    out = torch.addcmul(b[..., None], a[..., None], rows).to(x.dtype)
+    wrt = [t for t, need in zip((x, *params), needs) if need]
+    grads = iter(torch.autograd.grad(out, wrt, grad_out.reshape_as(out),
+                                     create_graph=True))
+    return (*[next(grads) if need else None for need in needs], None, None)
 
 
 def batch_channel_norm(x: Tensor, weight: Tensor, bias: Tensor,
                        group_weight: Tensor, group_bias: Tensor,
-                       num_groups: int, eps: float = 1e-5,
-                       channel: Optional[Moments] = None,
-                       moments: Optional[Moments] = None) -> Tensor:
-    """Batch-Channel Normalization of ``x`` ``(N, C, *)`` in one pass.
+                       eps: float = 1e-5, channel: Channel = None) -> Tensor:
+    """Batch-Channel Normalization of ``x`` ``(N, C, *)`` as one map.
 
     Equals ``group_norm_group_affine(channel_stage(x), ...)``, where the
     channel stage is ``(x - mean) / sqrt(var + eps) * weight + bias`` per
-    channel with ``(mean, var) = channel`` (running estimates: constants),
-    or, with ``channel=None``, with the batch's own per-channel mean and
-    biased variance (differentiated, as BatchNorm's in training).
+    channel with ``(mean, var)`` given by ``channel`` (running estimates:
+    constants), or with the batch's own per-channel mean and biased
+    variance (differentiated, as BatchNorm's in training).
 
     Args:
         x: the input, ``(N, C, *)``.
         weight, bias: the channel stage's affine, ``(C,)``.
-        group_weight, group_bias: the group stage's affine, ``(1, G, 1)``.
-        num_groups: ``G``, which divides ``C``.
+        group_weight, group_bias: the group stage's affine, ``(1, G, 1)``;
+            ``G`` divides ``C``.
         eps: added to both stages' variances inside the square root.
-        channel: the channel stage's ``(mean, var)``, ``(C,)``, or ``None``.
-        moments: :func:`sample_channel_moments` of ``x``, if the caller
-            already has them (to update running estimates from).
+        channel: the channel stage's ``(mean, var)``, each ``(C,)``;
+            ``None`` for the batch's own; or a function of the rows'
+            ``(mean, var)``, each ``(N, C)``, that returns one of these (it
+            may update running estimates first).
 
     Statistics and coefficients are computed in :func:`stats_dtype`; the
     output has ``x``'s dtype.
     """
-    mean, var = moments or sample_channel_moments(x)
-    channel_mean, channel_var = channel or (None, None)
     params = (weight, bias, group_weight, group_bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params)):
-        return _BatchChannelNorm.apply(x, mean, var, channel_mean,
-                                       channel_var, *params, num_groups, eps)
-    dtype = mean.dtype
-    if channel is not None:
-        channel = (channel_mean.to(dtype), channel_var.to(dtype))
-    a, b = _coefficients((mean, var), channel,
-                         *(p.to(dtype) for p in params), num_groups, eps)
-    return _apply(x, a, b)
+        out = _BatchChannelNorm.apply(x, *params, channel, eps)
+    else:
+        out = _forward(x, params, channel, eps)[0]
+    return out.view(x.shape)

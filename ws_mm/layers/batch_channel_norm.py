@@ -12,9 +12,10 @@ normalization with a per-group affine whose ``weight`` / ``bias`` have shape
 Registration in the OpenMMLab registries is done elsewhere; this file only
 needs torch.
 """
+import functools
 import logging
 import warnings
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,7 @@ from ..functional.batch_channel_norm import (batch_channel_norm,
                                              channel_stats,
                                              group_norm_group_affine,
                                              moving_average_rate,
-                                             pool_moments,
-                                             sample_channel_moments)
+                                             pool_moments)
 from ..functional.validate import non_negative, positive_int, rate
 
 logger = logging.getLogger('ws_mm')
@@ -96,6 +96,16 @@ class EstimatedBatchNorm(nn.Module):
         return F.batch_norm(x, mean, var, self.weight, self.bias,
                             training=False, momentum=0., eps=self.eps)
 
+    def normalizing_statistics(self, x: Tensor, moments) -> Tuple[Tensor,
+                                                                   Tensor]:
+        """What BCN's fused form normalizes ``x`` with, given the ``(N, C)``
+        moments of its rows: the estimates, updated first in training."""
+        if self.training:
+            self.update_estimates(*channel_stats(x, moments))
+        # Copies: a later training call updates the buffers in place,
+        # possibly before this call's backward.
+        return self.running_mean.clone(), self.running_var.clone()
+
     @torch.no_grad()
     def update_estimates(self, batch_mean: Tensor, batch_var: Tensor) -> None:
         """The training update from a batch's per-channel mean and biased
@@ -161,6 +171,17 @@ class _AnyRankBatchNorm(_BatchNorm):
         if input.dim() < 2:
             raise ValueError(
                 f'expected an (N, C, *) input, got shape {tuple(input.shape)}')
+
+    def normalizing_statistics(self, x: Tensor, moments):
+        """What BCN's fused form normalizes ``x`` with, given the ``(N, C)``
+        moments of its rows: in training ``None``, the batch's own (the
+        running statistics updated from them), else copies of the running
+        ones."""
+        if self.training:
+            self.update_running_stats(*pool_moments(*moments),
+                                      x.numel() // x.size(1))
+            return None
+        return self.running_mean.clone(), self.running_var.clone()
 
     @torch.no_grad()
     def update_running_stats(self, mean: Tensor, var: Tensor,
@@ -258,20 +279,11 @@ class BatchChannelNorm(nn.Module):
         if isinstance(pbn, nn.SyncBatchNorm):  # its own collective: 2 stages
             return group_norm_group_affine(pbn(x), self.num_groups,
                                            self.weight, self.bias, self.eps)
-        moments = sample_channel_moments(x)
-        if self.mode == 'batch' and pbn.training:
-            pbn.update_running_stats(*pool_moments(*moments),
-                                     x.numel() // self.num_features)
-            channel = None  # the batch's own statistics, differentiated
-        else:
-            if pbn.training:
-                pbn.update_estimates(*channel_stats(x, moments))
-            # Copies: a later training call updates the buffers in place,
-            # possibly before this call's backward.
-            channel = (pbn.running_mean.clone(), pbn.running_var.clone())
+        # The stage gives the statistics to normalize with from the rows'
+        # moments, after updating its own in training.
+        channel = functools.partial(pbn.normalizing_statistics, x)
         return batch_channel_norm(x, pbn.weight, pbn.bias, self.weight,
-                                  self.bias, self.num_groups, self.eps,
-                                  channel, moments)
+                                  self.bias, self.eps, channel)
 
     @torch.no_grad()
     def init_weights(self) -> None:
