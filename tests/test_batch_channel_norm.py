@@ -144,8 +144,7 @@ def test_gradcheck_of_the_fused_function(channel):
              torch.rand(4, dtype=torch.float64) + 0.5) if channel else None
 
     def f(x, *params):
-        return batch_channel_norm(x, *params, num_groups=2, eps=EPS,
-                                  channel=stats)
+        return batch_channel_norm(x, *params, eps=EPS, channel=stats)
 
     assert torch.autograd.gradcheck(f, (x, *params))
     assert torch.autograd.gradgradcheck(f, (x, *params))
