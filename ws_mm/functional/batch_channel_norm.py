@@ -43,8 +43,10 @@ def stats_dtype(x: Tensor) -> torch.dtype:
 
 
 def _rows(x: Tensor) -> Tensor:
-    """``x`` of shape ``(N, C, *)`` as ``(N, C, L)``, L the product of ``*``."""
-    return x.reshape(x.size(0), x.size(1), -1)
+    """``x`` of shape ``(N, C, *)`` as contiguous ``(N, C, L)`` rows, L the
+    product of ``*`` (a copy if ``x`` is laid out otherwise, channels_last
+    say: torch's kernels below take rows)."""
+    return x.reshape(x.size(0), x.size(1), -1).contiguous()
 
 
 def _normalized_rows(x: Tensor, eps: float):

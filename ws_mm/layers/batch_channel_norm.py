@@ -209,7 +209,11 @@ class BatchChannelNorm(nn.Module):
     group normalization of each sample over ``num_groups`` groups with a
     per-group affine ``weight`` / ``bias`` of shape ``(1, G, 1)`` (initialized
     to 1 / 0; biased variance, eps inside the square root), as in the
-    official code.
+    official code. Both stages run as one normalization
+    (:func:`~ws_mm.functional.batch_channel_norm`); ``pbn`` holds the first
+    stage's parameters and statistics and updates them. A ``pbn`` that is an
+    ``nn.SyncBatchNorm`` (``sync_bn=True``, or converted) runs as its own
+    stage before the group stage: its collective is its own.
 
     ``mode`` picks the first stage:
 
