@@ -513,6 +513,45 @@ def test_norm_eval_freezes_batch_mode_only():
     assert est.pbn.num_batches_tracked.item() == 1
 
 
+@pytest.mark.parametrize('mode', ['estimate', 'batch'])
+def test_a_frozen_stage_normalizes_with_its_statistics(mode):
+    """pbn in eval mode while the BCN trains (norm_eval,
+    FreezeNormStatisticsHook): its statistics are used as they are and
+    stay; gradients still reach every affine."""
+    bcn = make_bcn(mode=mode).train()
+    set_estimates(bcn)
+    bcn.pbn.eval()
+    before = {k: v.clone() for k, v in bcn.pbn.state_dict().items()}
+    x = randn(3, 8, 4, 4, mean=2.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # batch mode warns that it is frozen
+        out = bcn(x)
+    pbn = bcn.pbn
+    expected = ref_bcn(x, before['running_mean'], before['running_var'],
+                       pbn.weight, pbn.bias, bcn.weight, bcn.bias, 4)
+    torch.testing.assert_close(out, expected, rtol=1e-10, atol=1e-10)
+    for key, value in pbn.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    out.square().sum().backward()
+    assert all(p.grad.abs().sum() > 0 for p in bcn.parameters())
+
+
+@pytest.mark.parametrize('mode', ['estimate', 'batch'])
+def test_channels_last_input(mode):
+    """A non-contiguous input gives what its contiguous copy gives."""
+    x = randn(2, 8, 5, 6, mean=1.0).to(memory_format=torch.channels_last)
+    results = []
+    for data in (x, x.contiguous()):
+        bcn = make_bcn(mode=mode).train()
+        data = data.clone().requires_grad_()
+        out = bcn(data)
+        out.backward(randn(*out.shape, seed=3))
+        results.append((out, data.grad, bcn.pbn.running_mean,
+                        *(p.grad for p in bcn.parameters())))
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_sync_bn_and_conversion():
     bcn = BatchChannelNorm(8, num_groups=4, mode='batch', sync_bn=True)
     assert type(bcn.pbn) is nn.SyncBatchNorm
