@@ -536,6 +536,29 @@ def test_a_frozen_stage_normalizes_with_its_statistics(mode):
     assert all(p.grad.abs().sum() > 0 for p in bcn.parameters())
 
 
+@pytest.mark.parametrize('training', [True, False], ids=['train', 'eval'])
+def test_a_stage_converted_to_a_torch_batchnorm(training):
+    """mmengine converts BN stages (SyncBatchNorm to _BatchNormXd on CPU):
+    a torch BatchNorm2d as pbn computes what ours does."""
+    results = []
+    for convert in (False, True):
+        bcn = make_bcn(mode='batch').train(training)
+        set_estimates(bcn)
+        if convert:
+            bn = nn.BatchNorm2d(8, momentum=None).double().train(training)
+            bn.load_state_dict(bcn.pbn.state_dict())
+            bcn.pbn = bn
+        else:
+            bcn.pbn.momentum = None
+        x = randn(3, 8, 4, 4, mean=1.0).requires_grad_()
+        out = bcn(x)
+        out.backward(randn(*out.shape, seed=4))
+        results.append((out, x.grad, *bcn.pbn.state_dict().values(),
+                        *(p.grad for p in bcn.parameters())))
+    for got, expected in zip(*results):
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('mode', ['estimate', 'batch'])
 def test_channels_last_input(mode):
     """A non-contiguous input gives what its contiguous copy gives."""

@@ -172,33 +172,30 @@ class _AnyRankBatchNorm(_BatchNorm):
             raise ValueError(
                 f'expected an (N, C, *) input, got shape {tuple(input.shape)}')
 
-    def normalizing_statistics(self, x: Tensor, moments):
-        """What BCN's fused form normalizes ``x`` with, given the ``(N, C)``
-        moments of its rows: in training ``None``, the batch's own (the
-        running statistics updated from them), else copies of the running
-        ones."""
-        if self.training:
-            self.update_running_stats(*pool_moments(*moments),
-                                      x.numel() // x.size(1))
-            return None
-        return self.running_mean.clone(), self.running_var.clone()
 
-    @torch.no_grad()
-    def update_running_stats(self, mean: Tensor, var: Tensor,
-                             count: int) -> None:
-        """BatchNorm's training update from a batch's per-channel mean and
-        biased variance over ``count`` values each (the running variance
-        takes the unbiased one)."""
-        if count <= 1:  # BatchNorm's own check
-            raise ValueError('Expected more than 1 value per channel when '
-                             f'training, got {count}')
-        self.num_batches_tracked.add_(1)
-        rate = self.momentum
+@torch.no_grad()
+def _batch_norm_statistics(bn: _BatchNorm, x: Tensor, moments):
+    """What BCN's fused form normalizes ``x`` with when its first stage is a
+    BatchNorm ``bn`` (ours, or one that mmengine converted it to), given the
+    ``(N, C)`` moments of ``x``'s rows, decided and updated as
+    ``_BatchNorm.forward`` does: ``None`` for the batch's own statistics, or
+    copies of the running ones."""
+    if not bn.training and bn.running_mean is not None:
+        return bn.running_mean.clone(), bn.running_var.clone()
+    count = x.numel() // x.size(1)
+    if bn.training and count <= 1:  # BatchNorm's own check
+        raise ValueError('Expected more than 1 value per channel when '
+                         f'training, got input size {tuple(x.shape)}')
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        rate = bn.momentum
         if rate is None:  # the cumulative average
-            rate = 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
-        self.running_mean.lerp_(mean.to(self.running_mean.dtype), rate)
-        self.running_var.lerp_((var * (count / (count - 1))).to(
-            self.running_var.dtype), rate)
+            rate = 1.0 / bn.num_batches_tracked.to(bn.running_mean.dtype)
+        mean, var = pool_moments(*moments)
+        dtype = bn.running_mean.dtype
+        bn.running_mean.lerp_(mean.to(dtype), rate)
+        bn.running_var.lerp_((var * (count / (count - 1))).to(dtype), rate)
+    return None
 
 
 class BatchChannelNorm(nn.Module):
@@ -285,7 +282,10 @@ class BatchChannelNorm(nn.Module):
                                            self.weight, self.bias, self.eps)
         # The stage gives the statistics to normalize with from the rows'
         # moments, after updating its own in training.
-        channel = functools.partial(pbn.normalizing_statistics, x)
+        statistics = (pbn.normalizing_statistics if isinstance(
+            pbn, EstimatedBatchNorm) else functools.partial(
+                _batch_norm_statistics, pbn))
+        channel = functools.partial(statistics, x)
         return batch_channel_norm(x, pbn.weight, pbn.bias, self.weight,
                                   self.bias, self.eps, channel)
 
