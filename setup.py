@@ -24,7 +24,7 @@ setup(
     install_requires=[
         # 2.0 and 2.1: what OpenMMLab's prebuilt mmcv 2.1.0 wheels cover
         # (CI tests 2.0); 2.13: the newest mmcv 2.1.0 builds against (2.14
-        # needs C++20). Older ones run without torch.compile.
+        # needs C++20).
         'torch>=2.0,<2.14',
         'mmengine>=0.10.0,<1.0.0',
         # mmdet 3.3 and mmseg 1.2 assert mmcv < 2.2.0.

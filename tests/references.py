@@ -1,6 +1,5 @@
 """The float64 references of the tests, and the rounding they allow: one of
-each, shared by the CPU tests and the GPU tests (tests/test_gpu.py); and
-:func:`kernel_calls`, which tells whether WS's kernel ran compiled.
+each, shared by the CPU tests and the GPU tests (tests/test_gpu.py).
 
 Written from the formulas of arXiv:1903.10520 (and the WS variants' own
 definitions), not from the code under test. tests/conftest.py registers this
@@ -9,11 +8,8 @@ importlib mode tests/ is not on sys.path, and mmsegmentation installs a
 top-level package named ``tests``.
 """
 import math
-from collections import Counter
 
 import torch
-
-from ws_mm.functional.weight_standardization import _closed_form_backward
 
 # ------------------------------------------------------------------ rounding
 
@@ -162,13 +158,3 @@ class RefBCN:
             state['num_batches_tracked'] = state['num_batches_tracked'] + 1
         return ref_bcn(x, mean, var, p['pbn.weight'], p['pbn.bias'],
                        p['weight'], p['bias'], self.num_groups)
-
-
-# -------------------------------------------------------------- what ran
-def kernel_calls():
-    """A function that gives the calls of WS's fused kernel (the
-    closed-form backward) since this call, by how they ran, ``'compiled'``
-    or ``'eager'``. A compiled test that counts eager calls ran eagerly (a
-    fallback, in the test or earlier in the process)."""
-    before = Counter(_closed_form_backward.calls)
-    return lambda: Counter(_closed_form_backward.calls) - before

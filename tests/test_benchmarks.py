@@ -4,6 +4,7 @@ candidate and shape, the micro-batch study chains its phases.
 No timing or quality is asserted (the machines are noisy, the runs reduced);
 this keeps the scripts that produce the documented figures working.
 """
+import math
 import re
 import sys
 
@@ -20,7 +21,12 @@ def test_layer_tables(tmp_path, run_tool):
         '--rounds', '2', '--min-seconds', '0.001', '--out', str(out)
     ])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [line for line in out.read_text().splitlines()
+    tables = dict(table.split('\n', 1)
+                  for table in out.read_text().split('### ')[1:])
+    saved = [line for line in tables.pop(
+        'WS conv, memory kept from the forward for the backward').splitlines()
+        if re.match(r'\| \d', line)]
+    rows = [line for table in tables.values() for line in table.splitlines()
             if re.match(r'\| \d', line)]
     # 5 conv shapes in train and eval, WS's own work at their 5 weights,
     # 3 norm shapes in train and eval
@@ -32,14 +38,23 @@ def test_layer_tables(tmp_path, run_tool):
                   for c in cells[2:-1]]
         assert all(ratios), row
         ratios = [tuple(map(float, r.groups())) for r in ratios]
-        # conv: mmcv, ws_mm (auto, eager, compiled) and the weight-traffic
-        # floor against conv; kernel: compiled always and auto against never;
-        # norm: BN, BCN x2 against GN
-        expected = 5 if '->' in cells[0] else 2 if 'backward' in cells[1] \
-            else 3
+        # conv: mmcv, ws_mm at A, timm, ws_mm at C and the weight-traffic
+        # floor against conv, then ws_mm at C against timm; kernel: ws_mm
+        # at C and A against timm;
+        # norm: BN, BCN x2 and BCN's kernel floor against GN
+        expected = 6 if '->' in cells[0] else 2 if 'backward' in cells[1] \
+            else 4
         assert len(ratios) == expected, row
         assert all(0 < low <= median <= high for median, low, high in ratios)
         assert cells[-1].endswith(' ms')
+    # memory kept for the backward at the 5 conv shapes: by the plain conv,
+    # mmcv, ws_mm at A, timm, ws_mm at C, the floor; then the weight's size
+    assert len(saved) == 5
+    for row in saved:
+        cells = [c.strip() for c in row.strip('|').split('|')]
+        assert len(cells) == 8 and cells[1] == '0.0 KB', row
+        assert cells[4] == cells[7], row  # timm keeps W_hat
+        assert cells[3].endswith(' KB') and cells[5].endswith(' KB'), row
 
 
 def test_ws_share_finds_ws_work_and_only_it(load_tool):
@@ -88,6 +103,68 @@ def test_the_weight_traffic_floor_is_the_plain_conv_plus_copies(load_tool):
     torch.testing.assert_close(f_gb, gb, rtol=1e-12, atol=1e-12)
     with torch.no_grad():
         torch.testing.assert_close(floor.eval()(x), plain(x), rtol=0, atol=0)
+
+
+def test_timms_std_conv_as_written_out_is_variant_c(load_tool):
+    """The conv table's timm column computes what ws_mm's variant C does:
+    the output and gradients of a conv with the float64 formula's W_hat."""
+    from references import reference_ws
+    torch.manual_seed(0)
+    timm = load_tool('benchmark_speed').TimmStdConv2d(4, 6, 3,
+                                                       padding=1).double()
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    wrt = (x, timm.weight, timm.bias)
+    out = timm(x)
+    ref = torch.nn.functional.conv2d(x, reference_ws(timm.weight, 'C'),
+                                     timm.bias, padding=1)
+    results = [(y, *torch.autograd.grad(y.sin().sum(), wrt))
+               for y in (out, ref)]
+    for ours, expected in zip(*results):
+        torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_saved_bytes_is_what_autograd_keeps_beyond_input_and_weights(
+        load_tool):
+    """The conv table's memory: 0 for a plain conv, ws_mm's three
+    per-filter statistics, timm's W_hat (and batch norm's two per-filter
+    statistics), mmcv's W_hat and more."""
+    bench = load_tool('benchmark_speed')
+    layers, x = bench.conv_layers((1, 8, 16, 3, 5, 5))
+    kept = {name: bench.saved_bytes(layer.train(), x)
+            for name, layer in layers.items()}
+    weight, stats = 16 * 8 * 3 * 3 * 4, 16 * 4
+    assert kept['conv'] == 0
+    assert kept['ws_mm ConvWS2d'] == kept['ws_mm ConvWS2d C'] == 3 * stats
+    assert kept['timm StdConv2d'] == weight + 2 * stats
+    assert kept['mmcv ConvWS2d'] > 2 * weight
+
+
+@pytest.mark.parametrize('mode', ['estimate', 'batch'])
+def test_the_bcn_kernel_floor_makes_bcns_passes(load_tool, mode):
+    """The norm table's floor column runs the kernels that BCN runs over
+    activation-sized tensors, as many times, in a training step."""
+    from torch.profiler import profile
+
+    from ws_mm.layers import BatchChannelNorm
+    floor = load_tool('benchmark_speed').BCNKernelsOnly()
+    bcn = BatchChannelNorm(8, 4, mode=mode).train()
+    # what only views, casts or allocates (new_* called on the activations)
+    no_pass = ('aten::view', 'aten::reshape', 'aten::to', 'aten::select',
+               'aten::detach', 'aten::new_')
+
+    def passes(layer):
+        x = torch.randn(2, 8, 6, 6, requires_grad=True)
+        with profile(record_shapes=True) as prof:
+            layer(x).backward(torch.ones_like(x))
+        return sorted(
+            e.name for e in prof.events()
+            if e.name.startswith('aten::') and not e.name.startswith(no_pass)
+            and not (e.cpu_parent and e.cpu_parent.name.startswith('aten::'))
+            and any(math.prod(s) == x.numel() for s in e.input_shapes if s))
+
+    kernels = passes(bcn)
+    assert 'aten::native_group_norm' in kernels
+    assert kernels == passes(floor)
 
 
 @pytest.mark.e2e

@@ -11,15 +11,19 @@ Absolute times (the baseline's median) are printed for reference only.
     python tools/benchmark_speed.py --only model --models 'DeepLabV3 R-50-D8'
     python tools/benchmark_speed.py --out docs/speed_tables.md
 
-Tables: ``conv``, WS conv vs plain conv vs mmcv's ConvWS2d at the conv shapes
-of Mask R-CNN R-50-FPN on one 800x1333 image (ours with its kernels as chosen
-by default, eager and compiled), beside the floor of WS's memory traffic
-(``WeightTrafficConv``); ``kernel``, WS's own work at those weights
-with its kernels eager, compiled and as chosen by default; ``norm``, BCN vs
-GN vs BN; ``model``, one training iteration and inference of Mask R-CNN
-R-50-FPN and DeepLabV3 R-50-D8 with GN+WS vs GN vs BN (inference: WS cached
-or folded), time and peak memory (each variant measured in a fresh process,
-as the growth of its peak resident memory over the built model), and the
+Tables: ``conv``, WS convs vs a plain conv at the conv shapes of Mask R-CNN
+R-50-FPN on one 800x1333 image: mmcv's ConvWS2d, ours, timm's StdConv2d
+(written out: ``TimmStdConv2d``) and ours at timm's variant (also against
+timm's), beside the floor of WS's memory traffic (``WeightTrafficConv``);
+time, and the memory autograd keeps for the backward (``saved_bytes``);
+``kernel``, WS's own work in a training step at those weights, timm's
+against ours; ``norm``, BCN vs
+GN vs BN, beside the floor of BCN's passes over the activations
+(``BCNKernelsOnly``); ``model``, one training iteration and inference of
+Mask R-CNN R-50-FPN and DeepLabV3 R-50-D8 with GN+WS vs GN vs BN vs BCN+WS
+(also against GN+WS; inference: WS cached or folded), time and peak
+memory (each variant measured in a fresh process, as the growth of its peak
+resident memory over the built model), and the
 share of a GN+WS training iteration that WS's own work takes
 (torch.profiler).
 """
@@ -39,8 +43,10 @@ from mmcv.cnn.bricks.conv_ws import ConvWS2d as MMCVConvWS2d
 from torch import nn
 
 from ws_mm import fold_weight_standardization
-from ws_mm.functional import (compile_mode, set_compile,
-                              weight_standardization)
+from ws_mm.functional import filter_rows, get_ws_variant
+from ws_mm.functional.weight_standardization import (
+    _restandardize_rows, _standardize_rows, _standardize_rows_backward,
+    _workspace)
 from ws_mm.layers import BatchChannelNorm, ConvWS2d
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,26 +102,55 @@ def time_side_by_side(steps, rounds, min_seconds):
     return samples
 
 
+class TimmStdConv2d(nn.Conv2d):
+    """timm's ``StdConv2d`` (timm/layers/std_conv.py; Kolesnikov et al.'s BiT,
+    after Qiao et al.), written out here: timm needs torchvision, which has
+    no build for every torch this runs on. It standardizes the weight with
+    ``F.batch_norm`` in training mode, the filters as channels (variant C:
+    biased variance, eps 1e-6 inside the sqrt), and convolves; autograd
+    differentiates both, keeping W_hat from the forward for the conv's
+    backward."""
+
+    def __init__(self, *args, eps=1e-6, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+
+    @staticmethod
+    def standardize(weight, eps=1e-6):
+        return F.batch_norm(weight.reshape(1, weight.shape[0], -1), None, None,
+                            training=True, momentum=0.,
+                            eps=eps).reshape_as(weight)
+
+    def forward(self, x):
+        return F.conv2d(x, self.standardize(self.weight, self.eps), self.bias,
+                        self.stride, self.padding, self.dilation, self.groups)
+
+
 def conv_layers(shape, device='cpu'):
-    """A plain conv, mmcv's ConvWS2d and ours with the same weights, for a
-    CONV_SHAPES entry, and an input that requires grad, on ``device``."""
+    """A plain conv and WS convs with the same weights, for a CONV_SHAPES
+    entry, and an input that requires grad, on ``device``: mmcv's ConvWS2d,
+    ours (variant A, the default), timm's StdConv2d and ours at timm's
+    variant C."""
     n, cin, cout, k, h, w = shape
     torch.manual_seed(0)
     plain = nn.Conv2d(cin, cout, k, padding=k // 2)
-    mmcv_ws = MMCVConvWS2d(cin, cout, k, padding=k // 2)
-    ours = ConvWS2d(cin, cout, k, padding=k // 2)
-    for layer in (mmcv_ws, ours):
+    layers = {
+        'conv': plain,
+        'mmcv ConvWS2d': MMCVConvWS2d(cin, cout, k, padding=k // 2),
+        'ws_mm ConvWS2d': ConvWS2d(cin, cout, k, padding=k // 2),
+        'timm StdConv2d': TimmStdConv2d(cin, cout, k, padding=k // 2),
+        'ws_mm ConvWS2d C': ConvWS2d(cin, cout, k, padding=k // 2,
+                                     variant='C'),
+    }
+    for layer in layers.values():
         layer.load_state_dict(plain.state_dict())
-    layers = {'conv': plain, 'mmcv ConvWS2d': mmcv_ws, 'ws_mm ConvWS2d': ours}
     x = torch.randn(n, cin, h, w, device=device, requires_grad=True)
     return {name: layer.to(device) for name, layer in layers.items()}, x
 
 
-# ws_mm's conv once more with its WS kernels run eagerly and compiled, beside
-# the default ('auto'), so that the choice 'auto' makes is measured where it
-# counts.
-WS_KERNEL_MODES = {'ws_mm ConvWS2d': 'auto', 'ws_mm, kernels eager': 'never',
-                   'ws_mm, kernels compiled': 'always'}
+# Ratios beside those to the conv: ours against timm's at the same variant,
+# paired within each round.
+CONV_PAIRS = [('ws_mm ConvWS2d C', 'timm StdConv2d')]
 
 
 class _WeightTraffic(torch.autograd.Function):
@@ -162,55 +197,140 @@ class WeightTrafficConv(nn.Conv2d):
             (self.stride, self.padding, self.dilation, self.groups))
 
 
+def saved_bytes(module, x):
+    """Bytes that autograd keeps from the forward of ``module(x)`` for its
+    backward: the distinct storages of the saved tensors, less the input's
+    and the parameters' (every candidate keeps those). Exact, and the same on
+    every run."""
+    everyones = {t.untyped_storage().data_ptr()
+                 for t in (x, *module.parameters())}
+    kept = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(n for ptr, n in kept.items() if ptr not in everyones)
+
+
+SAVED_TITLE = 'WS conv, memory kept from the forward for the backward'
+
+
 def conv_tables(rounds, min_seconds):
-    rows = []
-    mode_before = compile_mode()
+    """conv_layers' candidates and the weight traffic floor at CONV_SHAPES:
+    time of a training step and of inference, and :func:`saved_bytes` in
+    training (with the weight's size)."""
+    times, saved = [], []
     for n, cin, cout, k, h, w in CONV_SHAPES:
         layers, x = conv_layers((n, cin, cout, k, h, w))
-        ours = layers.pop('ws_mm ConvWS2d')
         floor = WeightTrafficConv(cin, cout, k, padding=k // 2)
         floor.load_state_dict(layers['conv'].state_dict())
+        layers['W traffic only'] = floor
+        shape = f'{cin}->{cout} {k}x{k} on {n}x{h}x{w}'
         for mode, make in (('train', train_step), ('eval', eval_step)):
-            for layer in (*layers.values(), ours, floor):
+            for layer in layers.values():
                 layer.train(mode == 'train')
-            steps = {name: make(m, x) for name, m in layers.items()}
-            for name, ws_compile in WS_KERNEL_MODES.items():
-                steps[name] = compiled_as(ws_compile, make(ours, x))
-            steps['W traffic only'] = make(floor, x)
-            t = time_side_by_side(steps, rounds, min_seconds)
-            rows.append((f'{cin}->{cout} {k}x{k} on {n}x{h}x{w}', mode, t))
-    set_compile(mode_before)
-    return rows
+            times.append((shape, mode, time_side_by_side(
+                {name: make(m, x) for name, m in layers.items()}, rounds,
+                min_seconds)))
+        weight = layers['conv'].weight
+        saved.append((shape, {name: saved_bytes(m.train(), x)
+                              for name, m in layers.items()},
+                      weight.numel() * weight.element_size()))
+    return {'WS conv vs plain conv': times, SAVED_TITLE: saved}
 
 
-def compiled_as(mode, step):
-    """``step`` with WS's kernels compiled as ``mode`` says."""
+def timm_work(weight, grad):
+    """timm's WS in a training step of its conv: W_hat from F.batch_norm
+    (kept for the conv's backward), and its backward to W."""
+    weight = weight.detach().requires_grad_()
+
     def run():
-        set_compile(mode)
-        step()
+        torch.autograd.grad(TimmStdConv2d.standardize(weight), weight, grad)
+    return run
+
+
+def ws_mm_work(weight, grad, variant):
+    """What ws_mm's conv Function does in a training step besides the
+    convolutions: W_hat into the reused buffer and its statistics (forward),
+    W_hat again for the conv's backward, then the gradient w.r.t. W."""
+    rows, variant = filter_rows(weight), get_ws_variant(variant)
+    grad_rows = filter_rows(grad)
+
+    def run():
+        _, stats = _standardize_rows(rows, variant, out=_workspace(rows))
+        _restandardize_rows(rows, stats, out=_workspace(rows))
+        _standardize_rows_backward(grad_rows, rows, stats)
     return run
 
 
 def kernel_tables(rounds, min_seconds):
-    """WS's own work alone (standardization, its closed-form backward with
-    W_hat recomputed), at the weights of CONV_SHAPES, with the fused kernels
-    run eagerly, compiled, and as the default ('auto') chooses."""
+    """WS's own work in a training step at the weights of CONV_SHAPES: timm's
+    StdConv2d's against ours at its variant C and at our default A. timm's
+    runs through autograd; ours calls its row functions directly, without
+    the autograd Function around them (the conv table has that)."""
     rows = []
-    mode_before = compile_mode()
     for _, cin, cout, k, _, _ in CONV_SHAPES:
         torch.manual_seed(0)
-        w = (torch.randn(cout, cin, k, k) * 0.02).requires_grad_()
-        grad = torch.randn_like(w)
-
-        def step():
-            torch.autograd.grad(weight_standardization(w), w, grad)
-
+        weight = torch.randn(cout, cin, k, k) * 0.02
+        grad = torch.randn_like(weight)
+        steps = {'timm': timm_work(weight, grad),
+                 'ws_mm C': ws_mm_work(weight, grad, 'C'),
+                 'ws_mm A': ws_mm_work(weight, grad, 'A')}
         rows.append((f'{cout}x{cin}x{k}x{k}', 'forward + backward',
-                     time_side_by_side({m: compiled_as(m, step) for m in
-                                        ('never', 'always', 'auto')},
-                                       rounds, min_seconds)))
-    set_compile(mode_before)
+                     time_side_by_side(steps, rounds, min_seconds)))
     return rows
+
+
+def _bcn_kernels_forward(x):
+    n, c = x.shape[:2]
+    rows = x.reshape(n, c, -1)
+    out, _, rstd = torch.ops.aten.native_group_norm(
+        rows, None, None, n, c, rows.size(2), c, 1e-5)
+    flat, ones = out.view(1, n * c, -1), rstd.view(-1)
+    torch.ops.aten.native_batch_norm.out(
+        flat, ones, ones, ones, ones, False, 0.0, 0.0, out=flat,
+        save_mean=flat.new_empty(0), save_invstd=flat.new_empty(0))
+    return out, rstd
+
+
+class _BCNKernels(torch.autograd.Function):
+    """Not BCN: the passes over the activations that BCN's fused form makes,
+    through the same torch kernels, without its (N, C) arithmetic. Forward:
+    group norm with a group per channel, then the batch-norm kernel's affine
+    in place; backward: the batch-norm backward's row sums, then two
+    multiply-adds writing the input gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out, rstd = _bcn_kernels_forward(x)
+        ctx.save_for_backward(x, rstd)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, rstd = ctx.saved_tensors
+        n, c = x.shape[:2]
+        grad = grad.reshape(x.shape)
+        ones = rstd.view(-1)
+        torch.ops.aten.native_batch_norm_backward(
+            grad.reshape(1, n * c, -1), x.reshape(1, n * c, -1), None, None,
+            None, ones, ones, True, 0.0, [False, True, True])
+        per_row = rstd.view(n, c, *[1] * (x.dim() - 2))
+        return torch.addcmul(per_row, per_row, x).addcmul_(per_row, grad)
+
+
+class BCNKernelsOnly(nn.Module):
+    """:class:`_BCNKernels` as a layer: the floor of BCN's fused form with
+    torch's kernels, the rest being its (N, C) arithmetic in Python."""
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _BCNKernels.apply(x).view(x.shape)
+        return _bcn_kernels_forward(x)[0].view(x.shape)
 
 
 def norm_tables(rounds, min_seconds):
@@ -221,6 +341,7 @@ def norm_tables(rounds, min_seconds):
             'BN': nn.BatchNorm2d(c),
             'BCN batch': BatchChannelNorm(c, 32, mode='batch'),
             'BCN estimate': BatchChannelNorm(c, 32, mode='estimate'),
+            'BCN kernels only': BCNKernelsOnly(),
         }
         x = torch.randn(n, c, h, w, requires_grad=True)
         for mode, make in (('train', train_step), ('eval', eval_step)):
@@ -244,7 +365,12 @@ NORMS = {
     'GN+WS': (dict(type='ConvWS'), dict(type='GN', num_groups=32,
                                          requires_grad=True)),
     'BN': (None, dict(type='BN', requires_grad=True)),
+    # as the BCN+WS configs: estimate mode, WS variant B
+    'BCN+WS': (dict(type='ConvWS', variant='B'),
+               dict(type='BCN', num_groups=32, mode='estimate')),
 }
+# Ratios beside those to the first column: (candidate, base).
+MODEL_PAIRS = [('BCN+WS', 'GN+WS')]
 
 
 def build_model(name, norm, size, device='cpu'):
@@ -411,6 +537,29 @@ def share_markdown(title, rows):
                      ) + '\n'
 
 
+def size_text(nbytes):
+    return (f'{nbytes / 2**20:.2f} MB' if nbytes >= 2**20 else
+            f'{nbytes / 2**10:.1f} KB')
+
+
+def saved_markdown(title, rows):
+    """Rows of (shape, {candidate: bytes}, weight bytes) of
+    :func:`saved_bytes`, with what they measure."""
+    names = list(rows[0][1])
+    return '\n'.join([
+        f'### {title}', '',
+        'Training: what autograd keeps from the forward for the backward '
+        '(saved_tensors_hooks: the distinct storages saved, less the '
+        "input's and the parameters', which all keep; exact). Buffers "
+        "outliving the step are not in it: ws_mm's W_hat buffer (one per "
+        'thread, the size of the largest weight, shared by all its layers) '
+        "and W traffic only's copy of W.", '',
+        '| shape | ' + ' | '.join(names) + ' | W |',
+        '|---|' + '---|' * (len(names) + 1)] + [
+        f'| {shape} | ' + ' | '.join(size_text(kept[n]) for n in names) +
+        f' | {size_text(weight)} |' for shape, kept, weight in rows]) + '\n'
+
+
 def round_ratios(values, base):
     """``values / base`` as the median of the per-round ratios, and their
     minimum and maximum: pairing each round with the baseline's cancels
@@ -426,20 +575,23 @@ def ratio_cell(values, base):
     return '{:.3f}x ({:.3f}-{:.3f})'.format(*round_ratios(values, base))
 
 
-def markdown(title, rows):
+def markdown(title, rows, pairs=()):
     """Rows of (shape, mode, {candidate: values}) as ratios to the first
-    candidate; values are seconds per round, except in 'memory' rows (MB)."""
+    candidate, then those of ``pairs`` (candidate, base); values are seconds
+    per round, except in 'memory' rows (MB)."""
     names = list(rows[0][2])
     base = names[0]
+    pairs = [(n, base) for n in names[1:]] + [
+        pair for pair in pairs if set(pair) <= set(names)]
     lines = [
         f'### {title}', '',
-        '| shape | mode | ' + ' | '.join(f'{n} / {base}' for n in names[1:]) +
+        '| shape | mode | ' + ' | '.join(f'{n} / {b}' for n, b in pairs) +
         f' | {base} |',
-        '|---|---|' + '---|' * len(names),
+        '|---|---|' + '---|' * (len(pairs) + 1),
     ]
     for shape, mode, values in rows:
-        ratios = ' | '.join(ratio_cell(values[n], values[base])
-                            for n in names[1:])
+        ratios = ' | '.join(ratio_cell(values[n], values[b])
+                            for n, b in pairs)
         absolute = (f'{values[base]:.0f} MB' if 'memory' in mode else
                     f'{statistics.median(values[base]) * 1e3:.2f} ms')
         lines.append(f'| {shape} | {mode} | {ratios} | {absolute} |')
@@ -476,9 +628,8 @@ def main():
     print(header)
     out = [header]
     tables = {
-        'conv': lambda: {'WS conv vs plain conv':
-                         conv_tables(args.rounds, args.min_seconds)},
-        'kernel': lambda: {'WS kernels, eager vs compiled vs auto':
+        'conv': lambda: conv_tables(args.rounds, args.min_seconds),
+        'kernel': lambda: {"WS's own work in a training step, timm vs ws_mm":
                            kernel_tables(args.rounds, args.min_seconds)},
         'norm': lambda: {'BCN vs GN and BN':
                          norm_tables(args.rounds, args.min_seconds)},
@@ -487,8 +638,10 @@ def main():
     }
     for key in args.only:
         for title, rows in tables[key]().items():
-            out.append((share_markdown if title == SHARE_TITLE else
-                        markdown)(title, rows))
+            special = {SHARE_TITLE: share_markdown,
+                       SAVED_TITLE: saved_markdown}.get(title)
+            out.append(special(title, rows) if special else
+                       markdown(title, rows, MODEL_PAIRS + CONV_PAIRS))
             print(out[-1], flush=True)
     if args.out:
         with open(args.out, 'w') as f:

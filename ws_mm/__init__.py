@@ -10,7 +10,7 @@ OpenMMLab registries and makes mmengine load its checkpoints safely
 """
 from .deploy import fold_weight_standardization
 from .distributed import destroy_process_group
-from .functional import conv_ws, set_compile, weight_standardization
+from .functional import conv_ws, weight_standardization
 from .layers import (BatchChannelNorm, ConvTransposeWS2d, ConvWS1d, ConvWS2d,
                      ConvWS3d, EstimatedBatchNorm)
 from .recalibration import recalibrate_norm_statistics
@@ -27,6 +27,6 @@ else:
 __all__ = [
     'ConvWS1d', 'ConvWS2d', 'ConvWS3d', 'ConvTransposeWS2d',
     'BatchChannelNorm', 'EstimatedBatchNorm', 'weight_standardization',
-    'conv_ws', 'set_compile', 'fold_weight_standardization',
+    'conv_ws', 'fold_weight_standardization',
     'recalibrate_norm_statistics', 'destroy_process_group', '__version__'
 ]

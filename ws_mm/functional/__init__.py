@@ -6,14 +6,12 @@ ranks of ``torch.distributed`` when a process group is running.
 from .batch_channel_norm import (channel_stats, group_norm_group_affine,
                                  moving_average_rate)
 from .conv_ws import ConvArgs, conv_ws
-from .fusion import compile_mode, set_compile
 from .weight_standardization import (WS_VARIANTS, WSVariant, filter_rows,
                                      get_ws_variant, unfilter_rows,
                                      weight_standardization)
 
 __all__ = [
     'weight_standardization', 'conv_ws', 'ConvArgs', 'get_ws_variant',
-    'WSVariant', 'WS_VARIANTS', 'filter_rows', 'unfilter_rows', 'set_compile',
-    'compile_mode', 'channel_stats', 'moving_average_rate',
-    'group_norm_group_affine'
+    'WSVariant', 'WS_VARIANTS', 'filter_rows', 'unfilter_rows',
+    'channel_stats', 'moving_average_rate', 'group_norm_group_affine'
 ]

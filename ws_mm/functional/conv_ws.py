@@ -7,8 +7,8 @@ made for training: standardization and convolution are one autograd Function
 that keeps what a plain conv keeps (the input and ``W``) plus per-filter
 statistics. ``W_hat`` is not kept from the forward to the backward (that
 would be a second copy of every trainable weight): the backward recomputes
-it from the statistics in one pass, runs the conv's backward with it and
-then the paper's closed-form WS backward (eq. 14-15) over it.
+it from the statistics for the conv's backward, then runs the paper's
+closed-form WS backward (eq. 14-15), which needs W and the statistics only.
 """
 from typing import Callable, NamedTuple, Optional, Sequence
 
@@ -105,16 +105,17 @@ class _WSConvolution(torch.autograd.Function):
         if torch.is_grad_enabled():  # backward(create_graph=True)
             return _differentiable_backward(ctx, grad_out, x, weight)
         stats = _RowStats(mean, scale, root, ctx.divisor)
-        rows = filter_rows(weight, args.transposed, args.groups)
-        rows = _restandardize_rows(rows, stats, out=_workspace(rows))
-        w_hat = unfilter_rows(rows, weight.shape, args.transposed, args.groups)
+        rows = filter_rows(weight, args.transposed, args.groups).to(mean.dtype)
+        w_hat = _restandardize_rows(rows, stats, out=_workspace(rows))
+        w_hat = unfilter_rows(w_hat, weight.shape, args.transposed,
+                              args.groups)
         grad_x, grad_w_hat, grad_bias = torch.ops.aten.convolution_backward(
             grad_out, x, w_hat.to(x.dtype), ctx.bias_sizes, *args,
             [need_x, True, need_bias])
         if hook is not None:
             replaced = hook(grad_w_hat)  # a tensor hook's contract
-            # the closed form overwrites its input, which the hook may hold
-            grad_w_hat = (grad_w_hat if replaced is None else replaced).clone()
+            if replaced is not None:
+                grad_w_hat = replaced
         grad_rows = _standardize_rows_backward(
             filter_rows(grad_w_hat, args.transposed, args.groups), rows, stats)
         grad_w = unfilter_rows(grad_rows, weight.shape, args.transposed,

@@ -12,7 +12,10 @@ code and checkpoints use which).
 
 The backward pass is the paper's closed form (eq. 14-15): the incoming
 gradient is projected onto the space orthogonal to ``1`` and ``W_hat`` and
-scaled by ``1 / s``. It computes exactly the autograd gradient.
+scaled by ``1 / s``. It computes exactly the autograd gradient, with torch's
+batch-norm backward kernel: filters as channels, with per-filter parameters
+for which that kernel's formula is the closed form of every variant
+(:func:`_standardize_rows_backward`).
 
 Filters are the rows of a ``(filters, fan_in)`` matrix (:func:`filter_rows`);
 the row functions prefixed ``_`` are shared with :mod:`.conv_ws`, which fuses
@@ -29,7 +32,6 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .fusion import compiling, fused
 from .validate import non_negative
 
 
@@ -116,8 +118,9 @@ def _standardize_rows(rows: Tensor, variant: WSVariant,
     autograd. ``W_hat`` is in the statistics' dtype (float32 or float64),
     written into ``out`` if given (see :func:`_workspace`).
 
-    In-place eager ops: row reductions through ``var`` / ``mean`` are several
-    times slower than ``sum`` / ``vector_norm`` on CPU.
+    In-place eager ops: on CPU, row reductions through ``var`` / ``mean``
+    are several times slower than ``sum`` / ``vector_norm``, and batch
+    norm's training forward is slower too (its statistics are scalar loops).
     """
     w = rows.to(torch.promote_types(rows.dtype, torch.float32))
     divisor = w.shape[1] - int(variant.unbiased)
@@ -142,64 +145,67 @@ def _restandardize_rows(rows: Tensor, stats: _RowStats,
 _WORKSPACES = threading.local()
 
 
-def _workspace(rows: Tensor, slot: int = 0) -> Optional[Tensor]:
-    """A buffer for a transient array of ``rows``' size (in the statistics'
+def _workspace(rows: Tensor) -> Optional[Tensor]:
+    """A buffer for a transient W_hat of ``rows``' size (in the statistics'
     dtype) on CPU; ``None`` (allocate as usual) elsewhere.
 
     A fresh weight-sized tensor on CPU comes from the OS in new pages, and
     faulting them in costs more than all of WS's arithmetic. One buffer per
-    thread, dtype and slot, as large as the largest weight seen, serves every
-    WS layer in turn. Slot 0 holds W_hat: the forward's until its convolution
-    returns, the backward's until the gradient is formed; slot 1 the
-    backward's product ``g * W_hat``.
+    thread and dtype, as large as the largest weight seen, serves every WS
+    layer in turn: it holds the forward's W_hat until its convolution
+    returns, the backward's until the convolution's backward returns.
     """
     if rows.device.type != 'cpu':  # CUDA's caching allocator reuses memory
         return None
     dtype = torch.promote_types(rows.dtype, torch.float32)
     buffers = _WORKSPACES.__dict__.setdefault('buffers', {})
-    buffer = buffers.get((dtype, slot))
+    buffer = buffers.get(dtype)
     if buffer is None or buffer.numel() < rows.numel():
-        buffer = buffers[dtype, slot] = torch.empty(rows.numel(), dtype=dtype)
+        buffer = buffers[dtype] = torch.empty(rows.numel(), dtype=dtype)
     return buffer[:rows.numel()].view(rows.shape)
 
 
-# Compiled on CPU from about 2M weights, where it measured faster than eager
-# (tools/benchmark_speed.py --only kernel).
-@fused(min_cpu_numel=1 << 21)
-def _closed_form_backward(grad_w_hat: Tensor, w_hat: Tensor, scale: Tensor,
-                          root: Tensor, divisor: int):
-    g = grad_w_hat
-    root_over_s = root.clamp_min(torch.finfo(w_hat.dtype).tiny) * scale
-    # <g, W_hat> per row; on CPU a bmm of 1-row matrices is several times
-    # slower than a product and a sum. Run eagerly, the product goes into a
-    # reused buffer; compiled, it is fused into the sum.
-    product = None if compiling() else _workspace(g, slot=1)
-    along = torch.mul(g, w_hat, out=product).sum(1, keepdim=True)
-    along = along.div_(divisor).div_(root_over_s)
-    offset = g.sum(1, keepdim=True).div_(-g.shape[1]).mul_(scale)
-    # scale * g + offset - (scale * along) * w_hat, in place of g
-    return g.mul_(scale).add_(offset).addcmul_(w_hat, along.mul_(scale).neg_())
-
-
-def _standardize_rows_backward(grad_w_hat: Tensor, w_hat: Tensor,
+def _standardize_rows_backward(grad_w_hat: Tensor, rows: Tensor,
                                stats: _RowStats) -> Tensor:
-    """The gradient w.r.t. W of the paper's eq. 14-15, written over ``w_hat``.
+    """The gradient w.r.t. W of the paper's eq. 14-15, from W itself.
 
     eq. 14 removes the component along W_hat (the derivative of s), eq. 15
     the mean (the centering's); mean(W_hat) is 0, so the two fuse into
-    ``scale * (g - mean(g) - W_hat * <g, W_hat> / divisor * s / root)``.
-    ``s / root`` is 1 when eps is inside the sqrt; root is clamped so that a
-    constant filter (W_hat 0) gives 0 where autograd's 0 / 0 gives NaN.
-    ``grad_w_hat`` is overwritten if it has the statistics' dtype: callers
-    pass a gradient no one else holds. The result is in that dtype.
+
+        scale * (g - mean(g) - (W - mean) * <g, W - mean> * k),
+        k = scale / (d * root)
+
+    (d the divisor; root = s when eps is inside the sqrt). torch's
+    batch-norm backward in training mode, of ``W`` as ``(1, filters,
+    fan_in)`` with per-filter ``mean``, ``invstd`` and ``weight``, is
+
+        weight * invstd * (g - mean(g) - (W - mean) * <g, W - mean> * k),
+        k = invstd**2 / fan_in,
+
+    the same for ``invstd**2 = fan_in * scale / (d * root)`` and
+    ``weight = scale / invstd``: one kernel, two passes over g and W. A
+    constant filter (root 0, W - mean 0) gets ``scale * (g - mean(g))``, the
+    limit, where autograd's 0 / 0 gives NaN: root is clamped so that invstd
+    stays finite and the projection is 0 * finite. The result is in the
+    statistics' dtype.
     """
-    return _closed_form_backward(grad_w_hat.to(w_hat.dtype), w_hat,
-                                 stats.scale, stats.root, stats.divisor)
+    dtype = stats.mean.dtype
+    tiny = torch.finfo(dtype).tiny
+    # rsqrt(root) and sqrt(scale) apart: their product is finite for a
+    # clamped root, where scale / root would overflow
+    invstd = stats.root.clamp_min(tiny).rsqrt_().mul_(
+        stats.scale.mul(rows.shape[1] / stats.divisor).sqrt_())
+    weight = stats.scale / invstd
+    grad, _, _ = torch.ops.aten.native_batch_norm_backward(
+        grad_w_hat.to(dtype)[None], rows.to(dtype)[None], weight.flatten(),
+        None, None, stats.mean.flatten(), invstd.flatten(), True, 0.0,
+        [True, False, False])
+    return grad[0]
 
 
 class _StandardizeRows(torch.autograd.Function):
     """W_hat with the closed-form backward; keeps no copy of W_hat (only W
-    and the per-filter statistics, from which the backward recomputes it)."""
+    and the per-filter statistics, from which the backward works)."""
 
     @staticmethod
     def forward(ctx, rows: Tensor, variant: WSVariant) -> Tensor:
@@ -212,11 +218,8 @@ class _StandardizeRows(torch.autograd.Function):
     @once_differentiable  # the closed form is not itself differentiated
     def backward(ctx, grad_w_hat: Tensor):
         rows, mean, scale, root = ctx.saved_tensors
-        stats = _RowStats(mean, scale, root, ctx.divisor)
-        # autograd's gradient may be held elsewhere (a hook on W_hat): a copy
         grad = _standardize_rows_backward(
-            grad_w_hat.to(mean.dtype, copy=True),
-            _restandardize_rows(rows, stats), stats)
+            grad_w_hat, rows, _RowStats(mean, scale, root, ctx.divisor))
         return grad.to(grad_w_hat.dtype), None
 
 
