@@ -20,12 +20,23 @@ from ws_mm.functional.batch_channel_norm import (batch_channel_norm,
                                                  channel_stats,
                                                  group_norm_group_affine,
                                                  moving_average_rate)
+import ws_mm.layers.batch_channel_norm as bcn_module
 from ws_mm.layers.batch_channel_norm import (BatchChannelNorm,
                                              EstimatedBatchNorm)
 from references import RefBCN, ref_bcn, ref_channel_stats, rounding_tol
 
 EPS = 1e-5
 EPS32 = torch.finfo(torch.float32).eps
+
+
+@pytest.fixture(autouse=True, params=['fused', 'two-stage'])
+def path(request, monkeypatch):
+    """Every test runs both ways a BCN computes, whatever its input's size:
+    as one normalization (where gradients are computed) and as its two
+    stages."""
+    monkeypatch.setattr(bcn_module, 'FUSED_MIN_NUMEL',
+                        0 if request.param == 'fused' else math.inf)
+    return request.param
 
 
 def make_bcn(num_features=8, num_groups=4, mode='estimate', seed=0, **kwargs):
@@ -692,10 +703,10 @@ def test_bad_input_shape(shape):
 @pytest.mark.dist
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32],
                          ids=['float64', 'float32'])
-def test_two_ranks_share_global_estimates(two_ranks, dtype):
+def test_two_ranks_share_global_estimates(two_ranks, dtype, path):
     """Each step of each rank against the two-stage reference with the
     estimates of both ranks' data together, and one collective per step."""
-    results = two_ranks('bcn_one_step', str(dtype).split('.')[1])
+    results = two_ranks('bcn_one_step', str(dtype).split('.')[1], path)
     torch.manual_seed(0)  # the script's initialization
     refs = [RefBCN(BatchChannelNorm(8, num_groups=4)) for _ in results]
     for step, ranks in enumerate(zip(*results)):

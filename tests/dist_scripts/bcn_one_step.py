@@ -4,7 +4,9 @@ rank, with different data (and batch size) per rank, in the dtype given
 gradients w.r.t. them and the parameters, its estimates after the step and
 the number of all_reduce calls the step made, to OUT_DIR/rank{RANK}.pt.
 
-    torchrun --nproc_per_node=2 bcn_one_step.py OUT_DIR DTYPE
+    torchrun --nproc_per_node=2 bcn_one_step.py OUT_DIR DTYPE PATH
+
+PATH: 'fused' or 'two-stage', how the BCN computes.
 """
 import sys
 from datetime import timedelta
@@ -12,12 +14,14 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+import ws_mm.layers.batch_channel_norm as bcn_module
 from ws_mm.layers import BatchChannelNorm
 from ws_mm import destroy_process_group
 
 STEPS = 2
 
 out_dir, dtype = sys.argv[1], getattr(torch, sys.argv[2])
+bcn_module.FUSED_MIN_NUMEL = 0 if sys.argv[3] == 'fused' else float('inf')
 torch.set_num_threads(1)
 dist.init_process_group('gloo', timeout=timedelta(seconds=60))
 rank = dist.get_rank()
