@@ -29,8 +29,8 @@ def test_layer_tables(tmp_path, run_tool):
     rows = [line for table in tables.values() for line in table.splitlines()
             if re.match(r'\| \d', line)]
     # 5 conv shapes in train and eval, WS's own work at their 5 weights,
-    # 3 norm shapes in train and eval
-    assert len(rows) == 2 * 5 + 5 + 2 * 3
+    # 4 norm shapes in train and eval
+    assert len(rows) == 2 * 5 + 5 + 2 * 4
     for row in rows:
         cells = [c.strip() for c in row.strip('|').split('|')]
         # median of the per-round ratios (min-max)
@@ -41,9 +41,10 @@ def test_layer_tables(tmp_path, run_tool):
         # conv: mmcv, ws_mm at A, timm, ws_mm at C and the weight-traffic
         # floor against conv, then ws_mm at C against timm; kernel: ws_mm
         # at C and A against timm;
-        # norm: BN, BCN x2 and BCN's kernel floor against GN
+        # norm: BN, BCN x2, BCN's kernel floor and BCN as two stages
+        # against GN
         expected = 6 if '->' in cells[0] else 2 if 'backward' in cells[1] \
-            else 4
+            else 5
         assert len(ratios) == expected, row
         assert all(0 < low <= median <= high for median, low, high in ratios)
         assert cells[-1].endswith(' ms')

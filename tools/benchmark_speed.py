@@ -18,8 +18,8 @@ timm's), beside the floor of WS's memory traffic (``WeightTrafficConv``);
 time, and the memory autograd keeps for the backward (``saved_bytes``);
 ``kernel``, WS's own work in a training step at those weights, timm's
 against ours; ``norm``, BCN vs
-GN vs BN, beside the floor of BCN's passes over the activations
-(``BCNKernelsOnly``); ``model``, one training iteration and inference of
+GN vs BN, BCN estimate also forced to run as two stages, beside the floor
+of its fused form's passes over the activations (``BCNKernelsOnly``); ``model``, one training iteration and inference of
 Mask R-CNN R-50-FPN and DeepLabV3 R-50-D8 with GN+WS vs GN vs BN vs BCN+WS
 (also against GN+WS; inference: WS cached or folded), time and peak
 memory (each variant measured in a fresh process, as the growth of its peak
@@ -47,6 +47,7 @@ from ws_mm.functional import filter_rows, get_ws_variant
 from ws_mm.functional.weight_standardization import (
     _restandardize_rows, _standardize_rows, _standardize_rows_backward,
     _workspace)
+import ws_mm.layers.batch_channel_norm as bcn_layers
 from ws_mm.layers import BatchChannelNorm, ConvWS2d
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +62,8 @@ CONV_SHAPES = [
     (8, 256, 256, 3, 14, 14),
 ]
 # (batch, channels, height, width)
-NORM_SHAPES = [(2, 256, 50, 84), (2, 1024, 25, 42), (1, 256, 14, 14)]
+NORM_SHAPES = [(2, 256, 50, 84), (2, 1024, 25, 42), (8, 256, 14, 14),
+               (1, 256, 14, 14)]
 
 
 def train_step(module, x):
@@ -333,6 +335,19 @@ class BCNKernelsOnly(nn.Module):
         return _bcn_kernels_forward(x)[0].view(x.shape)
 
 
+def two_stages(step):
+    """``step`` with BCN computing as its two stages whatever the size
+    (without gradients it always does)."""
+    def run():
+        fused_from = bcn_layers.FUSED_MIN_NUMEL
+        bcn_layers.FUSED_MIN_NUMEL = float('inf')
+        try:
+            step()
+        finally:
+            bcn_layers.FUSED_MIN_NUMEL = fused_from
+    return run
+
+
 def norm_tables(rounds, min_seconds):
     rows = []
     for n, c, h, w in NORM_SHAPES:
@@ -347,8 +362,10 @@ def norm_tables(rounds, min_seconds):
         for mode, make in (('train', train_step), ('eval', eval_step)):
             for layer in layers.values():
                 layer.train(mode == 'train')
-            t = time_side_by_side({k: make(m, x) for k, m in layers.items()},
-                                  rounds, min_seconds)
+            steps = {k: make(m, x) for k, m in layers.items()}
+            steps['BCN estimate, two stages'] = two_stages(
+                make(layers['BCN estimate'], x))
+            t = time_side_by_side(steps, rounds, min_seconds)
             rows.append((f'{n}x{c}x{h}x{w}', mode, t))
     return rows
 
