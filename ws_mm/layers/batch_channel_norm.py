@@ -199,9 +199,9 @@ def _batch_norm_statistics(bn: _BatchNorm, x: Tensor, moments):
 
 
 # The fused form saves passes over the activations in a training step and
-# costs (N, C) arithmetic in Python: on CPU it measured as fast as the two
-# stages at 4x256x14x14 (200k elements), 0.8x at 400k and 0.57x at 2.2M
-# (docs/benchmarks.md). Without gradients the two stages' kernels cost less.
+# costs (N, C) arithmetic in Python: on CPU it is the faster above about
+# this size, the two stages below it and without gradients (the norm table
+# of tools/benchmark_speed.py times both, docs/benchmarks.md).
 FUSED_MIN_NUMEL = 1 << 18
 
 
