@@ -158,3 +158,129 @@ class RefBCN:
             state['num_batches_tracked'] = state['num_batches_tracked'] + 1
         return ref_bcn(x, mean, var, p['pbn.weight'], p['pbn.bias'],
                        p['weight'], p['bias'], self.num_groups)
+
+
+# ------------------------------------------------------ the authors' ResNet
+# Their ImageNet ResNet as their code builds it (torchvision's Bottleneck:
+# conv1/bn1/conv2/bn2/conv3/bn3/downsample, stride on the 3x3; WS by
+# :func:`reference_ws`; BCN as their ``layers.py``: a BatchNorm2d ``pbn``,
+# then GroupNorm without affine, then a (1, groups, 1) affine), for the
+# checkpoint tests: their state-dict keys and their numbers.
+class AuthorsConv2d(torch.nn.Conv2d):
+    """A bias-free conv; with a ``variant``, weight-standardized."""
+
+    def __init__(self, *args, variant=None, **kwargs):
+        super().__init__(*args, bias=False, **kwargs)
+        self.variant = variant
+
+    def forward(self, x):
+        weight = self.weight
+        if self.variant:
+            weight = reference_ws(weight, self.variant).to(weight.dtype)
+        return torch.nn.functional.conv2d(x, weight, None, self.stride,
+                                          self.padding)
+
+
+class AuthorsBCN(torch.nn.Module):
+    def __init__(self, channels, groups=32):
+        super().__init__()
+        self.groups = groups
+        self.pbn = torch.nn.BatchNorm2d(channels)
+        self.weight = torch.nn.Parameter(torch.ones(1, groups, 1))
+        self.bias = torch.nn.Parameter(torch.zeros(1, groups, 1))
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        out = self.pbn(x).reshape(1, n * self.groups, -1)
+        out = torch.nn.functional.batch_norm(out, None, None, training=True,
+                                             eps=BCN_EPS)
+        out = out.reshape(n, self.groups, -1) * self.weight + self.bias
+        return out.reshape(n, c, h, w)
+
+
+def authors_norm(kind, channels):
+    if kind == 'bcn':
+        return AuthorsBCN(channels)
+    if kind == 'bn':  # torchvision's own ResNet
+        return torch.nn.BatchNorm2d(channels)
+    return torch.nn.GroupNorm(32, channels)
+
+
+class AuthorsBottleneck(torch.nn.Module):
+    def __init__(self, cin, width, stride, kind, variant):
+        super().__init__()
+        cout = width * 4
+        self.conv1 = AuthorsConv2d(cin, width, 1, variant=variant)
+        self.bn1 = authors_norm(kind, width)
+        self.conv2 = AuthorsConv2d(width, width, 3, stride, 1,
+                                   variant=variant)
+        self.bn2 = authors_norm(kind, width)
+        self.conv3 = AuthorsConv2d(width, cout, 1, variant=variant)
+        self.bn3 = authors_norm(kind, cout)
+        self.relu = torch.nn.ReLU()
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = torch.nn.Sequential(
+                AuthorsConv2d(cin, cout, 1, stride, variant=variant),
+                authors_norm(kind, cout))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+AUTHORS_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+class AuthorsResNet(torch.nn.Module):
+    """``kind`` 'gn', 'bcn' or 'bn'; ``variant`` of WS, or None."""
+
+    def __init__(self, kind, variant, depth=50, num_classes=1000):
+        super().__init__()
+        self.conv1 = AuthorsConv2d(3, 64, 7, 2, 3, variant=variant)
+        self.bn1 = authors_norm(kind, 64)
+        self.relu = torch.nn.ReLU()
+        self.maxpool = torch.nn.MaxPool2d(3, 2, 1)
+        cin, layers = 64, []
+        for i, (blocks, width) in enumerate(zip(AUTHORS_BLOCKS[depth],
+                                                (64, 128, 256, 512))):
+            stage = []
+            for b in range(blocks):
+                stride = 2 if b == 0 and i > 0 else 1
+                stage.append(AuthorsBottleneck(cin, width, stride, kind,
+                                               variant))
+                cin = width * 4
+            layers.append(torch.nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = torch.nn.Linear(2048, num_classes)
+
+    def features(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            outs.append(x)
+        return outs
+
+    def forward(self, x):
+        """The logits."""
+        return self.fc(self.features(x)[-1].mean((2, 3)))
+
+
+def randomize(model):
+    """Non-trivial values in every parameter, estimate and counter."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if name.endswith('num_batches_tracked'):
+                tensor.fill_(450450)
+            elif tensor.is_floating_point():
+                if name.endswith('running_var'):
+                    tensor.copy_(torch.rand(tensor.shape, generator=g) + 0.5)
+                else:
+                    tensor.copy_(torch.randn(tensor.shape, generator=g) * 0.1
+                                 + (1.0 if name.endswith('weight')
+                                    and tensor.dim() < 4 else 0.0))

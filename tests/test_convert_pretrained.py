@@ -1,10 +1,10 @@
 """The authors' checkpoints, converted offline (tools/convert_pretrained.py)
 and on load (``init_cfg=dict(type='AuthorsPretrained', checkpoint=...)``).
 
-The authors' ResNet is rebuilt here the way their code builds it
-(torchvision's Bottleneck: conv1/bn1/conv2/bn2/conv3/bn3/downsample, stride on
-the 3x3, every module behind DataParallel's ``module.``), so the tests check
-names AND numbers: after conversion mmdet's ResNet computes the same features.
+The authors' ResNet is rebuilt the way their code builds it
+(``references.AuthorsResNet``; its files put every module behind
+DataParallel's ``module.``), so the tests check names AND numbers: after
+conversion mmdet's ResNet computes the same features.
 """
 import copy
 import re
@@ -15,96 +15,13 @@ import torch
 from mmdet.models.backbones import ResNet
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
-from torch import nn
 
-from ws_mm.layers import BatchChannelNorm, ConvWS2d
+from references import AuthorsResNet, randomize
 
 
 @pytest.fixture(scope='module')
 def convert_pretrained(load_tool):
     return load_tool('convert_pretrained')
-
-
-def authors_norm(kind, channels):
-    if kind == 'bcn':  # the authors' BCN: a BatchNorm2d `pbn`, then groups
-        return BatchChannelNorm(channels, 32, mode='batch')
-    if kind == 'bn':  # torchvision's own ResNet
-        return nn.BatchNorm2d(channels)
-    return nn.GroupNorm(32, channels)
-
-
-class AuthorsBottleneck(nn.Module):
-    def __init__(self, cin, width, stride, kind, variant):
-        super().__init__()
-        cout = width * 4
-        self.conv1 = ConvWS2d(cin, width, 1, bias=False, variant=variant)
-        self.bn1 = authors_norm(kind, width)
-        self.conv2 = ConvWS2d(width, width, 3, stride, 1, bias=False,
-                              variant=variant)
-        self.bn2 = authors_norm(kind, width)
-        self.conv3 = ConvWS2d(width, cout, 1, bias=False, variant=variant)
-        self.bn3 = authors_norm(kind, cout)
-        self.relu = nn.ReLU()
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                ConvWS2d(cin, cout, 1, stride, bias=False, variant=variant),
-                authors_norm(kind, cout))
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
-
-
-BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
-
-
-class AuthorsResNet(nn.Module):
-    def __init__(self, kind, variant, depth=50):
-        super().__init__()
-        self.conv1 = ConvWS2d(3, 64, 7, 2, 3, bias=False, variant=variant)
-        self.bn1 = authors_norm(kind, 64)
-        self.relu = nn.ReLU()
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin, layers = 64, []
-        for i, (blocks, width) in enumerate(zip(BLOCKS[depth],
-                                                (64, 128, 256, 512))):
-            stage = []
-            for b in range(blocks):
-                stride = 2 if b == 0 and i > 0 else 1
-                stage.append(AuthorsBottleneck(cin, width, stride, kind,
-                                               variant))
-                cin = width * 4
-            layers.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.fc = nn.Linear(2048, 1000)
-
-    def features(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        outs = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            outs.append(x)
-        return outs
-
-
-def randomize(model):
-    """Non-trivial values in every parameter, estimate and counter."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith('num_batches_tracked'):
-                tensor.fill_(450450)
-            elif tensor.is_floating_point():
-                if name.endswith('running_var'):
-                    tensor.copy_(torch.rand(tensor.shape, generator=g) + 0.5)
-                else:
-                    tensor.copy_(torch.randn(tensor.shape, generator=g) * 0.1
-                                 + (1.0 if name.endswith('weight')
-                                    and tensor.dim() < 4 else 0.0))
 
 
 @pytest.mark.parametrize('kind,variant', [('bcn', 'B'), ('gn', 'A')])
@@ -257,25 +174,41 @@ def test_torchvision_layout_and_converted_files_pass_through(tmp_path):
 
 @pytest.mark.parametrize('model,message', [
     (dict(depth=101, kind='gn', variant='A'),
-     r'holds a ResNet-50, the model is a ResNet-101'),
+     r'it holds a ResNet-50, the model is a ResNet-101'),
     (dict(depth=50, kind='bcn', variant='A'),
-     r'holds a ResNet with GN layers, but the model has BCN layers'),
+     r'it holds a ResNet with GN layers, the model has BCN layers'),
     (dict(depth=50, kind='gn', variant=None),
      r"the model's convs are plain: set conv_cfg=dict\(type='ConvWS', "
      r"variant='A'\)"),
     (dict(depth=50, kind='gn', variant='B'),
-     r"trained with WS variant 'A', the model standardizes with "
-     r"\['B \(eps 1e-05\)'\]"),
+     r"trained with WS variant 'A' \(eps 1e-05\), the model standardizes "
+     r"with 'B' \(eps 1e-05\): set conv_cfg=dict\(type='ConvWS', "
+     r"variant='A'\)"),
     (dict(depth=50, kind='gn', variant='A', eps=1e-3),
-     r"trained with WS variant 'A', the model standardizes with "
-     r"\['A \(eps 0.001\)'\]"),
+     r"trained with WS variant 'A' \(eps 1e-05\), the model standardizes "
+     r"with 'A' \(eps 0.001\)"),
 ])
 def test_a_file_that_does_not_fit_is_refused(tmp_path, model, message):
     _, _, path = authors_file(tmp_path, 'gn', 'A')
     backbone = build_backbone('mmdet', model['depth'], model['kind'],
                               model['variant'], path, model.get('eps'))
-    with pytest.raises(ValueError, match=re.escape(path) + '.*' + message):
+    with pytest.raises(ValueError,
+                       match=re.escape(path) + '(?s:.*)' + message):
         backbone.init_weights()
+
+
+def test_every_mismatch_is_named_at_once(tmp_path):
+    _, _, path = authors_file(tmp_path, 'gn', 'A')
+    backbone = build_backbone('mmdet', 101, 'bcn', 'B', path)
+    with pytest.raises(ValueError) as error:
+        backbone.init_weights()
+    lines = str(error.value).splitlines()
+    assert lines[0] == f'{path} does not fit ResNet:'
+    assert len(lines) == 4, lines
+    assert 'with GN layers, the model has BCN layers' in lines[1]
+    assert 'a ResNet-50, the model is a ResNet-101' in lines[2]
+    assert "variant 'A' (eps 1e-05), the model standardizes with 'B'" \
+        in lines[3]
 
 
 def test_a_ws_variant_change_can_be_allowed(tmp_path):
@@ -303,7 +236,7 @@ def test_every_key_that_cannot_be_placed_is_reported(tmp_path):
     assert lines[0] == f'{path} does not fit ResNet:'
     assert sorted(line.strip() for line in lines[1:]) == sorted([
         'could not place: layer1.0.gn1.estbn_moving_speed',
-        f'missing in {path}: layer4.2.conv3.weight',
+        'missing in the file: layer4.2.conv3.weight',
         'shape mismatch: layer2.0.gn2.weight is (7,), the model wants '
         '(128,)'])
 

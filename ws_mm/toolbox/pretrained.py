@@ -1,33 +1,42 @@
-"""The authors' ImageNet GN+WS / BCN+WS ResNets in mmdet's and mmseg's layout.
+"""Pretrained ResNets into WS and BCN models, checked and converted on load.
 
-The authors' code (joe-siyuan-qiao/WeightStandardization and
-/Batch-Channel-Normalization) saves torchvision ResNet names, usually behind a
-``module.`` prefix, with GroupNorm (GN+WS) or BCN (BCN+WS: ``bn*.pbn.*`` for
-the per-channel stage, ``bn*.weight`` / ``bn*.bias`` of shape (1, 32, 1) for
-the group affine) in every ``bn*`` slot. mmdet's and mmseg's ``ResNet`` (v1b
-stem) have the same layout in both toolboxes: the norm slots are named after
-the layer's ``_abbr_`` (``gn1`` / ``bcn1``, ``layer1.0.gn2``, ...), and there
-is no classifier. A checkpoint already in that layout passes unchanged.
+Two kinds of source:
+
+- the authors' ImageNet files (joe-siyuan-qiao/WeightStandardization and
+  /Batch-Channel-Normalization): torchvision ResNet names, usually behind a
+  ``module.`` prefix, with GroupNorm (GN+WS) or BCN (BCN+WS: ``bn*.pbn.*``
+  for the per-channel stage, ``bn*.weight`` / ``bn*.bias`` of shape
+  (1, 32, 1) for the group affine) in every ``bn*`` slot, and ``fc.*``;
+- a checkpoint of a toolbox run, an mmpretrain classifier's above all:
+  ``backbone.*`` with the norm slots named after the layer's ``_abbr_``
+  (``gn1``, ``layer1.0.bcn2``, ...), ``head.fc.*``, and the run's config in
+  ``meta['cfg']``.
+
+And two kinds of target: a toolbox ``ResNet`` (mmdet's, mmseg's and
+mmpretrain's share the layout; the classifier is dropped) or an mmpretrain
+``ImageClassifier`` (``backbone.*`` and ``head.fc.*``).
 
 The norm is detected from the keys (``pbn``: BCN; running statistics without
-``pbn``: BN; else GN), and with it the WS variant the file was trained with
-(:data:`AUTHORS_WS_VARIANT`).
+``pbn``: BN; else GN), and the WS variant the file was trained with from its
+config, or for the authors' files from their code (:data:`AUTHORS_WS_VARIANT`).
 
 :class:`AuthorsPretrainedInit` (``init_cfg=dict(type='AuthorsPretrained',
 checkpoint=PATH_OR_URL)``) converts on load; ``tools/convert_pretrained.py``
 writes the converted file.
 """
+import ast
 import re
 from collections import OrderedDict
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
+from mmcv.cnn import build_conv_layer
 from mmengine.logging import print_log
 from mmengine.model.weight_init import update_init_info
 from mmengine.runner import CheckpointLoader
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..functional import WS_VARIANTS
+from ..functional import WS_VARIANTS, WSVariant
 from ..layers import WS_CONVS, BatchChannelNorm
 
 NORM_SLOT = re.compile(r'^(?P<block>(layer\d+\.\d+\.)?)bn(?P<index>\d+)\.')
@@ -39,15 +48,18 @@ NORM_NAMES = {'bn': 'BN', 'gn': 'GN', 'bcn': 'BCN'}
 #: ``pytorch-classification/models/layers.py`` (GN+WS) and
 #: ``Batch-Channel-Normalization/imagenet/models/layers.py`` (BCN+WS).
 AUTHORS_WS_VARIANT = {'gn': 'A', 'bcn': 'B'}
+#: How a file's convs were trained: a WS variant, PLAIN, or None (unknown).
+PLAIN = 'plain'
+Convs = Union[WSVariant, str, None]
 
 
 class Conversion(NamedTuple):
     state_dict: 'OrderedDict[str, Tensor]'
     norm: str             # 'bn', 'gn' or 'bcn'
-    dropped: List[str]    # the classifier's keys
-    unplaced: List[str]   # converted keys the ResNet does not have
-    missing: List[str]    # ResNet keys the source does not have
-    bad_shapes: List[Tuple[str, tuple, tuple]]  # key, source's, ResNet's
+    dropped: List[str]    # source keys the target has no place for by design
+    unplaced: List[str]   # converted keys the target does not have
+    missing: List[str]    # target keys the source does not have
+    bad_shapes: List[Tuple[str, tuple, tuple]]  # key, source's, target's
     counters: List[str]   # integer counters the source lacks (kept as built)
 
     @property
@@ -90,28 +102,49 @@ def resnet_depth(keys) -> Optional[int]:
     return convs * sum(blocks.values()) + 2
 
 
-def rename(state_dict: Dict[str, Tensor], abbr: str):
-    """The authors' keys renamed; returns (renamed, dropped keys)."""
-    renamed, dropped = OrderedDict(), []
+def source_names(state_dict: Dict[str, Tensor]):
+    """The source's ResNet keys without ``module.`` and, for a toolbox
+    model, without ``backbone.`` (its ``head.fc`` as ``fc``); returns
+    (named, dropped keys: the rest of a toolbox model)."""
+    named, dropped = OrderedDict(), []
+    toolbox = any(k.startswith(('backbone.', 'module.backbone.'))
+                  for k in state_dict)
     for key, value in state_dict.items():
         key = key[len('module.'):] if key.startswith('module.') else key
-        if key.startswith('fc.'):
-            dropped.append(key)
-            continue
-        key = NORM_SLOT.sub(lambda m: f'{m["block"]}{abbr}{m["index"]}.', key)
-        renamed[key] = value
-    return renamed, dropped
+        if toolbox:
+            if key.startswith('backbone.'):
+                key = key[len('backbone.'):]
+            elif key.startswith('head.fc.'):
+                key = key[len('head.'):]
+            else:
+                dropped.append(key)
+                continue
+        named[key] = value
+    return named, dropped
 
 
 def convert(state_dict: Dict[str, Tensor],
             expected: Dict[str, Tensor]) -> Conversion:
-    """``state_dict`` renamed onto the keys of ``expected`` (a ResNet's state
-    dict), with every key that could not be placed, is missing, or has the
-    wrong shape. Integer counters (``num_batches_tracked`` of older files,
-    BCN's ``num_nonfinite_batches``) the source lacks are not missing: the
-    model keeps the value it was built with."""
-    norm = detect_norm(state_dict)
-    renamed, dropped = rename(state_dict, abbr=norm)
+    """``state_dict`` renamed onto the keys of ``expected`` (the state dict
+    of a ResNet, or of a classifier: ``backbone.*`` and ``head.fc.*``),
+    with every key that could not be placed, is missing, or has the wrong
+    shape. Integer counters (``num_batches_tracked`` of older files, BCN's
+    ``num_nonfinite_batches``) the source lacks are not missing: the model
+    keeps the value it was built with."""
+    classifier = any(k.startswith('backbone.') for k in expected)
+    source, dropped = source_names(state_dict)
+    norm = detect_norm(source)
+    renamed = OrderedDict()
+    for key, value in source.items():
+        if key.startswith('fc.'):
+            if classifier:
+                renamed[f'head.{key}'] = value
+            else:
+                dropped.append(key)
+            continue
+        key = NORM_SLOT.sub(lambda m: f'{m["block"]}{norm}{m["index"]}.',
+                            key)
+        renamed[f'backbone.{key}' if classifier else key] = value
     absent = [k for k in expected if k not in renamed]
     counters = [k for k in absent if expected[k].dim() == 0
                 and not expected[k].is_floating_point()]
@@ -145,13 +178,159 @@ def convert_authors_resnet(state_dict: Dict[str, Tensor],
                    resnet_state_dict(depth, detect_norm(state_dict)))
 
 
-def _keys(keys: List[str]) -> str:
-    return ''.join(f'\n  {key}' for key in keys)
+def _dict_call(node) -> Optional[dict]:
+    """The keywords of a ``dict(...)`` node, else None."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == 'dict' and not node.args):
+        return {k.arg: k.value for k in node.keywords if k.arg}
+    return None
+
+
+def backbone_conv_cfg(text: str) -> Tuple[bool, Optional[dict]]:
+    """(found, ``model.backbone.conv_cfg``) of a config's text. The text is
+    parsed, never run: it comes from a checkpoint, which is not trusted."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return False, None
+    for stmt in tree.body:
+        if not (isinstance(stmt, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == 'model'
+                for t in stmt.targets)):
+            continue
+        backbone = _dict_call((_dict_call(stmt.value) or {}).get('backbone'))
+        if backbone is None:
+            return False, None
+        node = backbone.get('conv_cfg')
+        try:
+            if node is None:
+                return True, None  # a toolbox ResNet's default: plain convs
+            kwargs = _dict_call(node)
+            return True, (ast.literal_eval(node) if kwargs is None else
+                          {k: ast.literal_eval(v) for k, v in kwargs.items()})
+        except ValueError:
+            return False, None
+    return False, None
+
+
+def trained_convs(checkpoint: dict, norm: str) -> Convs:
+    """How the file's convs were trained: from its config (a toolbox run
+    saves it in ``meta['cfg']``), else as the authors' code of its norm."""
+    meta = checkpoint.get('meta')
+    text = meta.get('cfg') if isinstance(meta, dict) else None
+    if isinstance(text, str):
+        found, conv_cfg = backbone_conv_cfg(text)
+        if not found:
+            return None
+        if conv_cfg is None:
+            return PLAIN
+        try:  # the WS convs are in the root registry: no scope needed
+            conv = build_conv_layer(conv_cfg, 1, 1, 3)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return conv.variant if isinstance(conv, WS_CONVS) else PLAIN
+    variant = AUTHORS_WS_VARIANT.get(norm)
+    return WS_VARIANTS[variant] if variant else None
+
+
+def _describe(variant: WSVariant) -> str:
+    return f'{variant.name!r} (eps {variant.eps:g})'
+
+
+def fit_problems(module: nn.Module, expected: Dict[str, Tensor],
+                 result: Conversion,
+                 trained: Convs) -> Tuple[List[str], Optional[str]]:
+    """What keeps the file from ``module``: every mismatch of norm, depth
+    and keys, and, separately, a WS variant mismatch (which
+    ``allow_variant_change`` can accept)."""
+    problems = []
+    norm, want = result.norm, model_norm(module)
+    if norm != want:
+        problems.append(
+            f'it holds a ResNet with {NORM_NAMES[norm]} layers, the model '
+            f'has {NORM_NAMES.get(want, "no norm")} layers: set the '
+            "model's norm_cfg to match, or use another file")
+    prefix = 'backbone.' if any(k.startswith('backbone.')
+                                for k in expected) else ''
+
+    def depth(keys):
+        return resnet_depth([k[len(prefix):] for k in keys
+                             if k.startswith(prefix)])
+    have, model_depth = depth(result.state_dict), depth(expected)
+    if have != model_depth:
+        problems.append(
+            f'it holds a ResNet-{have}, the model is a ResNet-{model_depth}:'
+            f' set depth={have} or use the ResNet-{model_depth} file')
+    if not problems:  # else every key would be listed for the same reason
+        problems += (
+            [f'could not place: {k}' for k in result.unplaced] +
+            [f'missing in the file: {k}' for k in result.missing] +
+            [f'shape mismatch: {k} is {got}, the model wants {want}'
+             for k, got, want in result.bad_shapes])
+
+    variants = {m.variant for m in module.modules()
+                if isinstance(m, WS_CONVS)}
+    if trained is None or (trained == PLAIN and not variants):
+        return problems, None
+    if trained == PLAIN:
+        return problems + [
+            'it was trained with plain convs, the model standardizes them: '
+            'remove conv_cfg'], None
+    fix = f"set conv_cfg=dict(type='ConvWS', variant='{trained.name}'"
+    fix += ')' if trained.eps == WS_VARIANTS.get(
+        trained.name, trained).eps else f', eps={trained.eps:g})'
+    if not variants:
+        return problems + [
+            f'it was trained with WS variant {_describe(trained)}, the '
+            f"model's convs are plain: {fix}"], None
+    if all(v.same_as(trained) for v in variants):
+        return problems, None
+    return problems, (
+        f'it was trained with WS variant {_describe(trained)}, the model '
+        f'standardizes with {", ".join(sorted(map(_describe, variants)))}: '
+        f'{fix}')
+
+
+def _keys(lines: List[str]) -> str:
+    return ''.join(f'\n  {line}' for line in lines)
+
+
+def load_state_dict(src: str, map_location: str = 'cpu'):
+    """(the file's state dict, the whole loaded object as a dict)."""
+    loaded = CheckpointLoader.load_checkpoint(src, map_location)
+    state_dict = (loaded.get('state_dict', loaded)
+                  if isinstance(loaded, dict) else loaded)
+    if not (isinstance(state_dict, dict) and state_dict and all(
+            isinstance(v, Tensor) for v in state_dict.values())):
+        raise ValueError(f'{src}: expected a state dict of tensors (or a '
+                         "dict with one under 'state_dict')")
+    return state_dict, loaded
+
+
+def fit(src: str, module: nn.Module, map_location: str = 'cpu',
+        allow_variant_change: bool = False
+        ) -> Tuple[Conversion, Optional[str]]:
+    """The file at ``src`` converted onto ``module`` (a ResNet or a
+    classifier), and the WS variant change allowed, if any; ValueError
+    naming every mismatch if it does not fit."""
+    state_dict, loaded = load_state_dict(src, map_location)
+    expected = module.state_dict()
+    result = convert(state_dict, expected)
+    problems, variant = fit_problems(module, expected, result,
+                                     trained_convs(loaded, result.norm))
+    if variant and not allow_variant_change:
+        problems.append(variant + ', or allow_variant_change=True to run '
+                        'the weights that way')
+    if problems:
+        raise ValueError(f'{src} does not fit {type(module).__name__}:'
+                         + _keys(problems))
+    return result, variant
 
 
 class AuthorsPretrainedInit:
     """Initializes a ResNet backbone from the authors' ImageNet checkpoint
-    (or one already in the toolboxes' layout), converting it on load.
+    or a toolbox run's (an mmpretrain classifier's, say), converting it on
+    load.
 
     Args:
         checkpoint: a path, URL or mmengine name (``open-mmlab://...``).
@@ -162,7 +341,7 @@ class AuthorsPretrainedInit:
 
     A checkpoint whose norm, depth or WS use does not fit the model, or with
     keys that cannot be placed, missing or of the wrong shape, raises
-    ValueError naming the file and every such key.
+    ValueError naming the file and every such mismatch.
     """
 
     def __init__(self, checkpoint: str, map_location: str = 'cpu',
@@ -173,68 +352,18 @@ class AuthorsPretrainedInit:
 
     def __call__(self, module: nn.Module) -> None:
         src = self.checkpoint
-        loaded = CheckpointLoader.load_checkpoint(src, self.map_location)
-        state_dict = (loaded.get('state_dict', loaded)
-                      if isinstance(loaded, dict) else loaded)
-        if not (isinstance(state_dict, dict) and state_dict and all(
-                isinstance(v, Tensor) for v in state_dict.values())):
-            raise ValueError(f'{src}: expected a state dict of tensors (or a '
-                             "dict with one under 'state_dict')")
-        expected = module.state_dict()
-        result = convert(state_dict, expected)
-        self._check_kind(module, result, expected)
-
-        problems = (
-            [f'could not place: {k}' for k in result.unplaced] +
-            [f'missing in {src}: {k}' for k in result.missing] +
-            [f'shape mismatch: {k} is {got}, the model wants {want}'
-             for k, got, want in result.bad_shapes])
-        if problems:
-            raise ValueError(f'{src} does not fit {type(module).__name__}:'
-                             + _keys(problems))
+        result, variant_change = fit(src, module, self.map_location,
+                                     self.allow_variant_change)
+        if variant_change:
+            print_log(f'{src}: {variant_change}', logger='current',
+                      level=30)
         module.load_state_dict(result.state_dict, strict=False)
         print_log(
             f'{src}: {len(result.state_dict)} tensors loaded '
-            f'({NORM_NAMES[result.norm]} ResNet), classifier dropped '
-            f'({", ".join(result.dropped) or "none"})'
+            f'({NORM_NAMES[result.norm]} ResNet), not used: '
+            f'{", ".join(result.dropped) or "none"}'
             + (f'; {len(result.counters)} counters not in the file kept as '
                'built' if result.counters else ''), logger='current')
         if hasattr(module, '_params_init_info'):
             update_init_info(module, init_info=f'{type(self).__name__}: '
                              f'load from {src}')
-
-    def _check_kind(self, module, result, expected) -> None:
-        """Norm, depth and WS variant of the file against the model's."""
-        src, norm = self.checkpoint, result.norm
-        want = model_norm(module)
-        if norm != want:
-            raise ValueError(
-                f'{src} holds a ResNet with {NORM_NAMES[norm]} layers, but '
-                f'the model has {NORM_NAMES.get(want, "no norm")} layers: '
-                "set the model's norm_cfg to match, or use another file")
-        depth, model_depth = (resnet_depth(list(result.state_dict)),
-                              resnet_depth(list(expected)))
-        if depth != model_depth:
-            raise ValueError(
-                f'{src} holds a ResNet-{depth}, the model is a '
-                f'ResNet-{model_depth}: set depth={depth} or use the '
-                f'ResNet-{model_depth} file')
-        trained = AUTHORS_WS_VARIANT.get(norm)
-        variants = {m.variant for m in module.modules()
-                    if isinstance(m, WS_CONVS)}
-        if trained and not variants:
-            raise ValueError(
-                f"{src} is the authors' {NORM_NAMES[norm]}+WS ResNet, but "
-                "the model's convs are plain: set conv_cfg=dict("
-                f"type='ConvWS', variant='{trained}')")
-        if trained and not all(v.same_as(WS_VARIANTS[trained])
-                               for v in variants):
-            message = (
-                f'{src} was trained with WS variant {trained!r}, the model '
-                'standardizes with '
-                f'{sorted(f"{v.name} (eps {v.eps:g})" for v in variants)}: '
-                f"set conv_cfg=dict(type='ConvWS', variant='{trained}')")
-            if not self.allow_variant_change:
-                raise ValueError(message + ', or allow_variant_change='
-                                 'True to run the weights that way')
-            print_log(message, logger='current', level=30)
