@@ -1,4 +1,5 @@
-"""Test with mmdet's or mmseg's own tools/test.py, ws_mm loaded.
+"""Test with mmdet's, mmseg's or mmpretrain's own tools/test.py, ws_mm
+loaded.
 
     python tools/test.py CONFIG CHECKPOINT [toolbox arguments]
 

@@ -1,4 +1,5 @@
-"""Train with mmdet's or mmseg's own tools/train.py, ws_mm loaded.
+"""Train with mmdet's, mmseg's or mmpretrain's own tools/train.py, ws_mm
+loaded.
 
     python tools/train.py CONFIG [toolbox arguments]
 

@@ -20,10 +20,12 @@ from mmengine.runner import CheckpointLoader
 from .checkpoint import (IncompleteCheckpointError, UnsafeCheckpointError,
                          check_checkpoint_is_complete,
                          check_checkpoint_is_safe)
+from .pretrained import fit
 from .switch import config_dicts
 
 # Layer types that only run on CUDA devices.
 GPU_ONLY_NORMS = ('SyncBN', 'MMSyncBN', 'SyncBatchNorm')
+PRETRAINED = ('Pretrained', 'AuthorsPretrained')
 REMOTE_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'openmmlab://',
                    'torchvision://', 'mmcls://', 'pavi://', 's3://')
 
@@ -102,30 +104,38 @@ def _dataset_roots(cfg: Config, loaders) -> Iterator[Tuple[str, dict]]:
                 yield path, node
 
 
-def _seg_dataset_class(node: dict, scope: Optional[str]) -> Optional[type]:
-    """The class of an mmseg dataset node, else None: the datasets of other
-    toolboxes are not built here (mmdet's would read their COCO json)."""
+# The dataset base classes whose sample lists are checked: mmseg's and
+# mmpretrain's. Other toolboxes' datasets are not built here (mmdet's would
+# read their COCO json).
+LISTED_DATASETS = (('mmseg.datasets.basesegdataset', 'BaseSegDataset'),
+                   ('mmpretrain.datasets.base_dataset', 'BaseDataset'))
+
+
+def _listed_dataset_class(node: dict,
+                          scope: Optional[str]) -> Optional[type]:
+    """The class of an mmseg or mmpretrain dataset node, else None."""
     name = node.get('type')
     if isinstance(name, str):
         with DATASETS.switch_scope_and_registry(scope) as registry:
             name = registry.get(name)  # imports the toolbox's datasets
-    # loaded if the class derives from it: mmseg is not imported for this
-    base = getattr(sys.modules.get('mmseg.datasets.basesegdataset'),
-                   'BaseSegDataset', None)
-    if base and isinstance(name, type) and issubclass(name, base):
-        return name
+    for module, base in LISTED_DATASETS:
+        # loaded if the class derives from it: no toolbox is imported here
+        base = getattr(sys.modules.get(module), base, None)
+        if base and isinstance(name, type) and issubclass(name, base):
+            return name
     return None
 
 
-def check_seg_maps(path: str, node: dict, scope: Optional[str]) -> None:
-    """Every image and label file an mmseg dataset lists exists.
+def check_samples(path: str, node: dict, scope: Optional[str]) -> None:
+    """Every image (and label file) an mmseg or mmpretrain dataset lists
+    exists.
 
     The dataset class computes the paths (its prefixes and suffixes) from
     its list, built lazily without transforms; nothing is loaded but the
     list, so 10k samples take a fraction of a second. A sample without its
     label file would stop training at the first epoch that draws it.
     """
-    cls = _seg_dataset_class(node, scope)
+    cls = _listed_dataset_class(node, scope)
     if cls is None or node.get('backend_args'):  # remote files: not stat'ed
         return
     kwargs = {k: v for k, v in node.items() if k not in ('type', '_scope_')}
@@ -169,7 +179,7 @@ def check_seg_maps(path: str, node: dict, scope: Optional[str]) -> None:
 
 def check_datasets(cfg: Config, loaders=('train_dataloader', )) -> None:
     """The data folders and annotation files of ``loaders`` exist, and the
-    image and label files of mmseg datasets."""
+    image and label files of mmseg and mmpretrain datasets."""
     for path, dataset in _dataset_roots(cfg, loaders):
         root = dataset.get('data_root') or ''
         if root and not osp.isdir(root):
@@ -185,7 +195,7 @@ def check_datasets(cfg: Config, loaders=('train_dataloader', )) -> None:
                 raise ConfigError(
                     f'{path}.ann_file: annotation file {ann_path!r} not '
                     'found; check data_root and ann_file')
-        check_seg_maps(path, dataset, cfg.get('default_scope'))
+        check_samples(path, dataset, cfg.get('default_scope'))
 
 
 class Checkpoint(NamedTuple):
@@ -200,7 +210,7 @@ def _checkpoints(cfg: Config, given: Optional[Checkpoint]):
     """The config's pretrained weights, and ``given`` (the checkpoint of
     tools/test.py or --resume) or else ``load_from``."""
     for path, node in config_dicts(cfg.get('model', {}), 'model'):
-        if node.get('type') == 'Pretrained' and node.get('checkpoint'):
+        if node.get('type') in PRETRAINED and node.get('checkpoint'):
             yield Checkpoint(f'{path}.checkpoint', node['checkpoint'],
                              f'set {path}=None to train from scratch')
         if isinstance(node.get('pretrained'), str):
@@ -246,6 +256,24 @@ def check_checkpoints(cfg: Config,
                 f'file, or {fix}') from None
 
 
+def check_pretrained_fits(cfg: Config) -> None:
+    """Every model part that ``AuthorsPretrained`` initializes fits its file
+    (norm, depth, WS variant, every key): the part is built and checked as
+    its ``init_weights`` will check it, before the run writes anything."""
+    for path, node in config_dicts(cfg.get('model', {}), 'model'):
+        init = node.get('init_cfg')
+        if not (isinstance(init, dict)
+                and init.get('type') == 'AuthorsPretrained'):
+            continue
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+            part = MODELS.build(dict(node, init_cfg=None))
+        try:
+            fit(init['checkpoint'], part, allow_variant_change=init.get(
+                'allow_variant_change', False))
+        except ValueError as error:
+            raise ConfigError(f'{path}.init_cfg: {error}') from None
+
+
 def check_config(cfg: Config, *, training: bool, amp: bool = False,
                  distributed: bool = False,
                  checkpoint: Optional[Checkpoint] = None) -> None:
@@ -258,3 +286,5 @@ def check_config(cfg: Config, *, training: bool, amp: bool = False,
     check_datasets(cfg, ('train_dataloader', 'val_dataloader')
                    if training else ('test_dataloader', ))
     check_checkpoints(cfg, checkpoint)
+    if training:
+        check_pretrained_fits(cfg)

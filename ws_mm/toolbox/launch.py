@@ -1,7 +1,7 @@
 """Running the toolboxes' own ``train.py`` / ``test.py`` with ws_mm.
 
 ``tools/train.py`` and ``tools/test.py`` call :func:`run`. It reads the
-config, picks mmdet or mmseg from its ``default_scope``, checks it
+config, picks mmdet, mmseg or mmpretrain from its ``default_scope``, checks it
 (:func:`prepare`, :mod:`ws_mm.toolbox.checks`) before anything is written,
 starts the process group of CPU-only distributed runs when there is no GPU,
 and then runs the toolbox's script (shipped in its wheel under
@@ -31,7 +31,7 @@ from mmengine.config import Config, DictAction
 from ..distributed import destroy_process_group
 from .checks import Checkpoint, ConfigError, check_config
 
-TOOLBOXES = ('mmdet', 'mmseg')
+TOOLBOXES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def toolbox_script(scope: str, tool: str) -> Path:
@@ -113,7 +113,7 @@ def prepare(tool: str, argv: List[str]) -> Plan:
     if scope not in TOOLBOXES:
         raise ConfigError(
             f'{args.config}: default_scope is {scope!r}; ws_mm tools run '
-            f'configs of {" or ".join(TOOLBOXES)} (set default_scope)')
+            f'configs of {", ".join(TOOLBOXES)} (set default_scope)')
     checkpoint = None  # what the tool loads instead of cfg.load_from
     if tool == 'test':
         checkpoint = Checkpoint('CHECKPOINT', args.checkpoint,
@@ -121,7 +121,7 @@ def prepare(tool: str, argv: List[str]) -> Plan:
     elif args.resume not in (None, 'auto'):
         checkpoint = Checkpoint('--resume', args.resume,
                                 'give --resume an existing checkpoint')
-    elif args.resume == 'auto' and (scope == 'mmdet'
+    elif args.resume == 'auto' and (scope != 'mmseg'
                                     or not cfg.get('load_from')):
         # What the toolbox resumes from (mmseg resumes from load_from if
         # set): the file named in <work_dir>/last_checkpoint, if any.
@@ -153,7 +153,8 @@ def run(tool: str, argv: List[str]) -> None:
         print(f'usage: tools/{tool}.py CONFIG '
               f'{"CHECKPOINT " if tool == "test" else ""}[toolbox arguments]\n'
               'Runs the train/test script of the toolbox named by the '
-              "config's default_scope (mmdet or mmseg) with ws_mm loaded; "
+              "config's default_scope (mmdet, mmseg or mmpretrain) with "
+              'ws_mm loaded; '
               f'tools/{tool}.py CONFIG --help lists its arguments.')
         return
     try:
