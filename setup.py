@@ -15,7 +15,7 @@ setup(
     name='ws_mm',
     version=version['__version__'],
     description='Weight Standardization and Batch-Channel Normalization '
-    'layers and configs for mmdetection and mmsegmentation',
+    'layers and configs for mmdetection, mmsegmentation and mmpretrain',
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='Apache-2.0',
@@ -33,6 +33,10 @@ setup(
     extras_require={
         'det': ['mmdet>=3.0.0,<3.4.0', 'pycocotools>=2.0.8'],
         'seg': ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex'],
+        # mmpretrain also needs the torchvision built for the installed torch,
+        # which it does not declare; nor is it here: pip would take the newest
+        # torchvision and replace torch with the one that matches it.
+        'cls': ['mmpretrain>=1.2.0,<1.3.0'],
         'tests': ['pytest>=8', 'onnx'],
     },
     zip_safe=False,

@@ -5,7 +5,8 @@
 #   bash tools/setup_env.sh          .venv/: torch 2.13.0 (CPU build), numpy 2
 #   bash tools/setup_env.sh oldest   .venv-oldest/: torch 2.0.1, numpy < 2, the
 #                                    oldest torch ws_mm supports, as users of
-#                                    OpenMMLab's prebuilt mmcv 2.1.0 have it
+#                                    OpenMMLab's prebuilt mmcv 2.1.0 have it;
+#                                    with mmpretrain (requirements/cls.txt)
 #
 # Idempotent: every step checks first and says what it decided ("have" or
 # "install"), so a second run changes nothing and takes seconds. The slow
@@ -21,13 +22,14 @@ MMCV_VERSION=2.1.0
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 case ${1:-main} in
 main)
-    TORCH_VERSION=2.13.0 venv=$root/.venv constraints=() ;;
+    TORCH_VERSION=2.13.0 venv=$root/.venv constraints=() extras=() ;;
 oldest)
     # PyPI's torch 2.0.1 is the CUDA build: it brings the nvidia runtime
     # packages (about 3 GB) and runs on the CPU. It needs numpy < 2, and so
     # an opencv from before numpy 2 (requirements/oldest.txt).
     TORCH_VERSION=2.0.1 venv=$root/.venv-oldest
-    constraints=(-c "$root/requirements/oldest.txt") ;;
+    constraints=(-c "$root/requirements/oldest.txt")
+    extras=(-r "$root/requirements/cls.txt") ;;
 *)
     echo "usage: bash tools/setup_env.sh [main|oldest]" >&2; exit 2 ;;
 esac
@@ -108,11 +110,12 @@ else
 fi
 
 # The rest: pip's dry run says what is missing; with everything present it is empty.
-reqs=("${constraints[@]}" -r "$root/requirements/stack.txt" -r "$root/requirements/tests.txt")
+reqs=("${constraints[@]}" -r "$root/requirements/stack.txt" -r "$root/requirements/tests.txt"
+      "${extras[@]}")
 missing=$(pip install --dry-run "${reqs[@]}" 2>>"$log" | sed -n 's/^Would install //p') ||
     fail "resolve the stack" "pip could not resolve requirements/stack.txt; see $log"
 if [ -z "$missing" ]; then
-    say "have mmengine, mmdet, mmsegmentation and the test tools"
+    say "have mmengine, mmdet, mmsegmentation${extras:+, mmpretrain} and the test tools"
 else
     say "install $missing"
     run "install the stack" "the pins are in requirements/stack.txt" pip install "${reqs[@]}"
@@ -125,9 +128,12 @@ else
 fi
 
 run "verify" "the stack imports but does not work; see $log" \
-    "$py" -I -c 'import torch; from mmcv.ops import nms, roi_align; import mmdet, mmseg, ws_mm
+    "$py" -I -c 'import importlib, torch; from mmcv.ops import nms, roi_align; import mmdet, mmseg, ws_mm
 b = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
 keep = nms(b, torch.tensor([0.9, 0.8]), 0.5)[1]
 assert keep.tolist() == [0], keep
-print("ok: torch", torch.__version__, "| mmcv ops | mmdet | mmseg | ws_mm")'
+cls = "'"${extras:+mmpretrain}"'"
+if cls:
+    importlib.import_module("mmpretrain.models")  # torchvision loads
+print("ok: torch", torch.__version__, "| mmcv ops | mmdet | mmseg |", *([cls, "|"] if cls else []), "ws_mm")'
 say "environment ready: $venv ($(tail -n 1 "$log"))"
