@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
-ZOO = ['mask_rcnn', 'deeplabv3']  # configs/demo is documented in the index
+# configs/demo is documented in the index
+ZOO = ['mask_rcnn', 'deeplabv3', 'resnet']
 
 
 def test_every_zoo_folder_has_a_metafile_and_a_readme():
