@@ -1,9 +1,11 @@
-"""tools/demo.py end to end, reduced: 2-process training and testing of both
-demo models on the shared demo data, metric files, pictures and the summary."""
+"""tools/demo.py end to end, reduced: 2-process training and testing of the
+demo models on the shared demo data, metric files, pictures and the summary;
+and the pretraining demo (classifier, then Mask R-CNN from its backbone)."""
 import json
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dist]
@@ -38,3 +40,30 @@ def test_reduced_demo_run(tmp_path, demo_data, run_tool):
         assert Image.open(pictures[0]).size[0] > 0
         assert (work / task / 'iter_2.pth').is_file()
     assert Image.open(work / 'curves.png').size[0] > 0
+
+
+def test_reduced_demo_pretrain_run(tmp_path, demo_data, run_tool):
+    """make demo-pretrain, reduced: the classifier pretrained and tested on
+    2 processes, then Mask R-CNN from its backbone and from scratch."""
+    pytest.importorskip(
+        'mmpretrain.models', exc_type=ImportError,
+        reason='mmpretrain runs in .venv-oldest (make test-oldest)')
+    work = tmp_path / 'work'
+    proc = run_tool(
+        [sys.executable, 'tools/demo.py', '--iters', '2', '--tasks', 'cls',
+         'det-pretrained', 'det', '--num-train', str(demo_data.num_train),
+         '--num-val', str(demo_data.num_val), '--size', str(demo_data.size),
+         '--data', str(demo_data.root), '--work-dir', str(work)],
+        timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((work / 'summary.json').read_text())
+    assert 0.0 <= summary['cls']['accuracy/top1'] <= 100.0
+    for task in ('det-pretrained', 'det'):
+        assert 0.0 <= summary[task]['coco/bbox_mAP'] <= 1.0
+    # the fine-tuned backbone started from the classifier's, every tensor
+    classifier = torch.load(work / 'cls' / 'iter_2.pth')['state_dict']
+    backbone = {k for k in classifier if k.startswith('backbone.')}
+    logs = '\n'.join(p.read_text() for p in
+                     (work / 'det-pretrained').glob('*/*.log'))
+    assert (f"{work / 'cls' / 'iter_2.pth'}: {len(backbone)} tensors "
+            'loaded (GN ResNet)') in logs

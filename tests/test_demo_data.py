@@ -1,5 +1,6 @@
 """tools/make_demo_data.py writes COCO and VOC data that the toolboxes' own
-dataset classes and metrics read unchanged.
+dataset classes and metrics read unchanged, and object crops in the ImageNet
+layout.
 
 Most tests read the run's shared demo data (conftest.py's ``demo_data``); the
 tests of determinism and of the command line write their own.
@@ -300,6 +301,28 @@ def test_same_seed_same_bytes_other_seed_other_data(tool, demo_data, demo,
     for split in ('train', 'val'):
         assert (coco_json(tmp_path / 'other', split).read_bytes() !=
                 coco_json(demo, split).read_bytes())
+
+
+def test_imagenet_crops_are_centred_on_objects_of_their_class(tool, demo):
+    """Every class has crops in both splits, 64 px square, and a crop's
+    centre has its class's colour: the chromaticity of the central 16x16
+    pixels is nearest to the class's base colour (for at least 90% of the
+    crops: an occluder or the shading can take the centre)."""
+    colours = np.array(tool.SHAPE_COLOURS, float)
+    chroma = colours / colours.sum(1, keepdims=True)
+    for split in ('train', 'val'):
+        right = total = 0
+        for shape in tool.SHAPES:
+            files = sorted((demo / 'imagenet' / split / shape).glob('*.jpg'))
+            assert files, (split, shape)
+            for path in files:
+                image = np.asarray(Image.open(path), float)[..., ::-1]
+                assert image.shape == (tool.CROP_SIZE, tool.CROP_SIZE, 3)
+                centre = image[24:40, 24:40].reshape(-1, 3).mean(0)
+                nearest = ((chroma - centre / centre.sum())**2).sum(1)
+                right += tool.SHAPES[nearest.argmin()] == shape
+                total += 1
+        assert right >= 0.9 * total, (split, right, total)
 
 
 @pytest.mark.e2e

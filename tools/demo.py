@@ -1,13 +1,18 @@
-"""The demo: GN+WS Mask R-CNN and DeepLabV3 trained on 2 processes, on CPU.
+"""The demo: GN+WS models trained on 2 processes, on CPU.
 
     python tools/demo.py            # or: make demo (also sets up .venv)
+    python tools/demo.py --tasks cls det-pretrained det
+                                    # or: make demo-pretrain (.venv-oldest)
 
 1. writes the demo data (tools/make_demo_data.py) unless it is there;
-2. trains configs/demo's Mask R-CNN with tools/dist_train.sh on NPROC
-   processes, tests it with tools/dist_test.sh (box and mask mAP, predictions
-   drawn by mmdet's visualizer);
-3. the same for DeepLabV3 (mIoU, mmseg's visualizer);
-4. plots the loss and metric curves of both runs and prints a summary: the
+2. for each task, trains its configs/demo model with tools/dist_train.sh on
+   NPROC processes and tests it with tools/dist_test.sh (predictions drawn by
+   the toolbox's visualizer):
+   - det: Mask R-CNN from scratch (box and mask mAP);
+   - seg: DeepLabV3 from scratch (mIoU);
+   - cls: a ResNet-18 classifier from scratch on the object crops (top-1);
+   - det-pretrained: Mask R-CNN whose backbone starts from the cls run's;
+3. plots the loss and metric curves of the runs and prints a summary: the
    metrics and where the checkpoints, logs, metric JSON and pictures are.
 
 The toolboxes' own logs stream to the terminal, so progress is visible.
@@ -22,9 +27,19 @@ from pathlib import Path
 
 import devkit
 
+DET_METRICS = ('coco/bbox_mAP', 'coco/segm_mAP')
 TASKS = {
-    'det': dict(scope='mmdet', metrics=('coco/bbox_mAP', 'coco/segm_mAP')),
-    'seg': dict(scope='mmseg', metrics=('mIoU', 'aAcc')),
+    'det': dict(scope='mmdet', config=devkit.DEMO_CONFIGS['mmdet'],
+                metrics=DET_METRICS),
+    'seg': dict(scope='mmseg', config=devkit.DEMO_CONFIGS['mmseg'],
+                metrics=('mIoU', 'aAcc')),
+    'cls': dict(scope='mmpretrain', config=devkit.DEMO_CONFIGS['mmpretrain'],
+                metrics=('accuracy/top1', )),
+    # its config's backbone checkpoint is the cls run's, set below
+    'det-pretrained': dict(
+        scope='mmdet', metrics=DET_METRICS, backbone_from='cls',
+        config='configs/demo/mask-rcnn_r18-demo-imagenet-pre_fpn_gn-ws-all_'
+        '1xb2-500it_demo-coco.py'),
 }
 
 
@@ -44,11 +59,14 @@ def newest_run_dir(work_dir: Path) -> Path:
                if p.is_dir() and p.name.replace('_', '').isdigit())
 
 
-def train_and_test(task, args, work_dir: Path):
+def train_and_test(task, args, work_dir: Path, results):
     spec = TASKS[task]
-    config = devkit.DEMO_CONFIGS[spec['scope']]
-    options = ['--cfg-options', *devkit.cfg_options(
-        devkit.demo_data_options(spec['scope'], args.data))]
+    config = spec['config']
+    options = devkit.demo_data_options(spec['scope'], args.data)
+    if 'backbone_from' in spec:
+        options['model.backbone.init_cfg.checkpoint'] = results[
+            spec['backbone_from']]['checkpoint']
+    options = ['--cfg-options', *devkit.cfg_options(options)]
     if args.iters:
         options += [f'train_cfg.max_iters={args.iters}',
                     f'train_cfg.val_interval={args.iters}',
@@ -89,8 +107,7 @@ def plot_curves(results, out: Path):
                     label=key, linewidth=2 if key == 'loss' else 0.8)
         ax.set_xlabel('iteration')
         ax.set_ylabel('training loss')
-        ax.set_title(Path(devkit.DEMO_CONFIGS[TASKS[task]['scope']]).stem,
-                     fontsize=8)
+        ax.set_title(Path(TASKS[task]['config']).stem, fontsize=8)
         ax.legend(fontsize=7, loc='upper right')
         metrics = '\n'.join(f'{k}: {v:.3f}'
                              for k, v in result['metrics'].items())
@@ -107,14 +124,21 @@ def main(argv=None):
     parser.add_argument('--nproc', type=int, default=2)
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data', default='data/demo')
-    parser.add_argument('--tasks', nargs='+', choices=sorted(TASKS),
-                        default=['det', 'seg'])
+    parser.add_argument('--tasks', nargs='+', choices=list(TASKS),
+                        default=['det', 'seg'],
+                        help='run in this order; det-pretrained needs cls '
+                        'before it')
     parser.add_argument('--iters', type=int,
                         help='training iterations (default: the configs\')')
     parser.add_argument('--num-train', type=int, default=240)
     parser.add_argument('--num-val', type=int, default=60)
     parser.add_argument('--size', type=int, default=256)
     args = parser.parse_args(argv)
+    for i, task in enumerate(args.tasks):
+        before = TASKS[task].get('backbone_from')
+        if before and before not in args.tasks[:i]:
+            parser.error(f'--tasks: {task} starts from the backbone of '
+                         f'{before}: list {before} before it')
     args.data = str(Path(args.data).resolve())
     work_dir = Path(args.work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -124,8 +148,9 @@ def main(argv=None):
     run([sys.executable, 'tools/make_demo_data.py', '--out', args.data,
          '--num-train', str(args.num_train), '--num-val', str(args.num_val),
          '--size', str(args.size)])
-    results = {task: train_and_test(task, args, work_dir)
-               for task in args.tasks}
+    results = {}
+    for task in args.tasks:
+        results[task] = train_and_test(task, args, work_dir, results)
     curves = work_dir / 'curves.png'
     plot_curves(results, curves)
 

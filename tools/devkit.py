@@ -24,12 +24,15 @@ DEMO_CONFIGS = {
     'coco.py',
     'mmseg': 'configs/demo/deeplabv3_r18-d16_gn-ws-all_1xb2-500it_demo-voc-'
     '256x256.py',
+    'mmpretrain': 'configs/demo/resnet18_gn-ws_2xb32-300it_demo-imagenet-'
+    '64px.py',
 }
 
 
 def demo_data_options(scope: str, root: Union[str, Path]) -> Dict[str, str]:
     """Config options that point a demo config of ``scope`` (``'mmdet'``:
-    the COCO layout, ``'mmseg'``: the VOC layout) at the data in ``root``."""
+    the COCO layout, ``'mmseg'``: the VOC layout, ``'mmpretrain'``: the
+    ImageNet layout) at the data in ``root``."""
     root = Path(root).resolve()
     if scope == 'mmdet':
         ann = f'{root}/coco/annotations/instances_val2017.json'
@@ -37,9 +40,9 @@ def demo_data_options(scope: str, root: Union[str, Path]) -> Dict[str, str]:
                    for split in ('train', 'val', 'test')}
         return dict(options, **{'val_evaluator.ann_file': ann,
                                 'test_evaluator.ann_file': ann})
-    if scope == 'mmseg':
-        return {f'{split}_dataloader.dataset.data_root':
-                f'{root}/VOCdevkit/VOC2012'
+    if scope in ('mmseg', 'mmpretrain'):
+        data = 'VOCdevkit/VOC2012' if scope == 'mmseg' else 'imagenet'
+        return {f'{split}_dataloader.dataset.data_root': f'{root}/{data}'
                 for split in ('train', 'val', 'test')}
     raise ValueError(f'no demo data for scope {scope!r}; use one of '
                      f'{sorted(DEMO_CONFIGS)}')

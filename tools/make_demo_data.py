@@ -4,8 +4,9 @@ No public dataset can be downloaded on the machines ws_mm is developed on, so
 this tool draws one: textured shapes (the objects) pasted over random crops
 of the real photographs that ship with matplotlib
 (``mpl-data/sample_data/*.jpg``; today that is ``grace_hopper.jpg``).
-The same scenes are written twice, in the layouts the toolboxes' own dataset
-classes and metrics read unchanged::
+The same scenes are written in the layouts the toolboxes' own dataset
+classes and metrics read unchanged (mmdet, mmseg), and their objects cropped
+into an ImageNet-layout classification set (mmpretrain)::
 
     <out>/coco/train2017/000000000001.jpg ...
     <out>/coco/val2017/000000100001.jpg ...
@@ -13,6 +14,7 @@ classes and metrics read unchanged::
     <out>/VOCdevkit/VOC2012/JPEGImages/000000000001.jpg ...
     <out>/VOCdevkit/VOC2012/SegmentationClass/000000000001.png ...
     <out>/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt
+    <out>/imagenet/{train,val}/<shape>/000000000001_0.jpg ...
 
 Classes. Shape ``k`` (1-based) is COCO category id ``k`` and VOC class index
 ``k``. COCO uses the shape names; VOC must use the fixed VOC names, because
@@ -54,6 +56,10 @@ Configs point at it like this (mmdet / mmseg)::
                                   seg_map_path='SegmentationClass'),
                  ann_file='ImageSets/Segmentation/train.txt', ...)
 
+The classification folders are named after the shapes; mmpretrain's
+``CustomDataset`` numbers them in sorted order (cross, disc, square, star,
+triangle).
+
 mmdet: list the classes in this order. ``CocoDataset`` numbers labels in the
 JSON's category order whatever the order of ``metainfo['classes']``, so
 another order silently mislabels. mmseg: either keep the 21 VOC classes, or
@@ -62,8 +68,8 @@ pass ``metainfo=dict(classes=VOC_CLASSES)`` for a 6-class head.
 Usage::
 
     python tools/make_demo_data.py [--out data/demo] [--seed 0]
-        [--num-train 240] [--num-val 60] [--size 256] [--only {coco,voc}]
-        [--force]
+        [--num-train 240] [--num-val 60] [--size 256]
+        [--only {coco,voc,imagenet}] [--force]
 
 Output is a function of the arguments and of this file only: the same seed
 gives byte-identical files. Each format folder gets a stamp
@@ -100,6 +106,9 @@ MIN_VISIBLE = 0.1  # COCO drops instances with less of the shape visible
 MIN_POLY_AREA = 4.0  # px²; smaller pieces are crumbs, not objects
 VOID = 255
 STAMP = 'demo_data_stamp.json'
+CROP_MIN_VISIBLE = 0.5  # classification crops: objects at least half seen
+CROP_MARGIN = 1.2  # crop side / longer side of the visible box
+CROP_SIZE = 64  # px
 
 
 def voc_palette():
@@ -371,13 +380,46 @@ class VocWriter:
         return f'voc ({len(names["trainval"])} label maps)'
 
 
+class ImageNetWriter:
+    """The ImageNet folder layout (a folder of images per class and split)
+    for classification: each object at least half visible, cropped square
+    around its visible pixels with a margin and resized."""
+
+    def __init__(self, root):
+        self.root = root
+        for split in SPLITS:
+            for shape in SHAPES:
+                (root / split / shape).mkdir(parents=True)
+        self.count = 0
+
+    def add(self, split, img_id, jpg, shape, labels, masks):
+        image = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+        for k, (label, mask, seen) in enumerate(
+                zip(labels, masks, visible_masks(masks))):
+            if seen.sum() < CROP_MIN_VISIBLE * mask.sum():
+                continue
+            ys, xs = np.nonzero(seen)
+            half = CROP_MARGIN * max(np.ptp(ys), np.ptp(xs)) / 2 + 1
+            cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+            top, left = int(max(cy - half, 0)), int(max(cx - half, 0))
+            crop = image[top:int(cy + half) + 1, left:int(cx + half) + 1]
+            crop = cv2.resize(crop, (CROP_SIZE, CROP_SIZE),
+                              interpolation=cv2.INTER_AREA)
+            (self.root / split / SHAPES[label - 1] /
+             f'{img_id:012d}_{k}.jpg').write_bytes(encode_jpg(crop))
+            self.count += 1
+
+    def close(self):
+        return f'imagenet ({self.count} crops)'
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Write the ws_mm demo dataset in the COCO and VOC '
         'layouts (see the module docstring).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out', default='data/demo', type=Path,
-                        help='folder that gets coco/ and VOCdevkit/')
+                        help='folder that gets coco/, VOCdevkit/, imagenet/')
     parser.add_argument('--seed', default=0, type=int,
                         help='same seed, same bytes')
     parser.add_argument('--num-train', default=240, type=int,
@@ -386,7 +428,7 @@ def parse_args(argv=None):
                         help='validation images')
     parser.add_argument('--size', default=256, type=int,
                         help='longer image side in pixels')
-    parser.add_argument('--only', choices=('coco', 'voc'),
+    parser.add_argument('--only', choices=('coco', 'voc', 'imagenet'),
                         help='write one format only')
     parser.add_argument('--force', action='store_true',
                         help='rewrite even if the stamp says up to date')
@@ -407,7 +449,8 @@ def main(argv=None):
         size=args.size,
         code=hashlib.sha256(Path(__file__).read_bytes()).hexdigest()))
     writers = dict(coco=(args.out / 'coco', CocoWriter),
-                   voc=(args.out / 'VOCdevkit', VocWriter))
+                   voc=(args.out / 'VOCdevkit', VocWriter),
+                   imagenet=(args.out / 'imagenet', ImageNetWriter))
     todo = []
     for fmt, (root, writer) in writers.items():
         if args.only not in (None, fmt):

@@ -41,7 +41,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('rounds', type=int)
     parser.add_argument('--scopes', nargs='+', choices=sorted(DEMO_CONFIGS),
-                        default=sorted(DEMO_CONFIGS))
+                        default=['mmdet', 'mmseg'])
     parser.add_argument('--work-dir', type=Path,
                         default=Path('work_dirs/stress_dist'))
     parser.add_argument('--timeout', type=float, default=600,
