@@ -309,3 +309,14 @@ def test_a_split_without_class_folders_is_refused_before_training(tmp_path):
                           '--cfg-options', 'train_dataloader.dataset.'
                           f'data_root={tmp_path}/data'])
     assert not (tmp_path / 'work').exists()
+
+
+def test_an_unknown_norm_is_refused_in_mmpretrains_scope(tmp_path):
+    config = str(ROOT / 'configs' / 'demo' /
+                 'resnet18_gn-ws_2xb32-300it_demo-imagenet-64px.py')
+    with pytest.raises(ConfigError, match=re.escape(
+            "model.backbone.norm_cfg: unknown layer type 'BCNN'; did you "
+            "mean 'BCN'")):
+        prepare('train', [config, '--work-dir', str(tmp_path / 'work'),
+                          '--cfg-options', 'model.backbone.norm_cfg.type=BCNN'])
+    assert not (tmp_path / 'work').exists()
