@@ -4,6 +4,7 @@ carried into detection. mmpretrain runs in .venv-oldest (make test-oldest):
 torchvision, which it imports, has no CPU build for the torch of .venv."""
 import math
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -320,3 +321,58 @@ def test_an_unknown_norm_is_refused_in_mmpretrains_scope(tmp_path):
         prepare('train', [config, '--work-dir', str(tmp_path / 'work'),
                           '--cfg-options', 'model.backbone.norm_cfg.type=BCNN'])
     assert not (tmp_path / 'work').exists()
+
+
+@pytest.mark.e2e
+def test_tools_test_evaluates_a_converted_authors_file(tmp_path, load_tool,
+                                                       run_tool):
+    """convert_pretrained --config, then tools/test.py with the Table 2
+    config on an ImageNet-layout val split: its scores are the softmax of
+    the authors' model on torchvision's Resize(256) + CenterCrop(224)."""
+    import pickle
+
+    from PIL import Image
+    from torchvision import transforms
+
+    authors, src = authors_file(tmp_path, 'gn', 'A')
+    config = table2_config('resnet50_gn-ws')
+    dst = tmp_path / 'classifier.pth'
+    assert load_tool('convert_pretrained').main(
+        [str(src), str(dst), '--config', str(config)]) == 0
+    # 1000 class folders (mmpretrain's ImageNet checks), images in three
+    val = tmp_path / 'imagenet' / 'val'
+    for i in range(1000):
+        (val / f'n{i:08d}').mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    paths = []
+    for i, size in enumerate([(300, 260), (260, 400), (280, 280)]):
+        pixels = torch.randint(0, 256, (*size, 3), generator=g)
+        paths.append(val / f'n{i:08d}' / f'{i}.JPEG')
+        Image.fromarray(pixels.to(torch.uint8).numpy()).save(paths[-1])
+
+    out = tmp_path / 'predictions.pkl'
+    proc = run_tool([sys.executable, 'tools/test.py', str(config), str(dst),
+                     '--work-dir', str(tmp_path / 'work'), '--out', str(out),
+                     '--cfg-options',
+                     f'test_dataloader.dataset.data_root={tmp_path}/imagenet',
+                     'test_dataloader.num_workers=0',
+                     'test_dataloader.persistent_workers=False'])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert 'accuracy/top1' in proc.stdout + proc.stderr
+    scores = torch.stack([p['pred_score'] for p in
+                          pickle.loads(out.read_bytes())])
+
+    prepare_image = transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    x = torch.stack([prepare_image(Image.open(p).convert('RGB'))
+                     for p in paths]).double()
+    authors.eval().double()
+    with torch.no_grad():
+        expected = authors(x).softmax(-1)
+    # the tool runs R-50 in float32, the reference in float64: rounding of
+    # 50 layers, far below what a misplaced tensor or another crop changes
+    assert torch.equal(scores.argmax(-1), expected.argmax(-1))
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-3,
+                               atol=1e-4)
