@@ -273,54 +273,41 @@ def test_a_plain_classifier_is_refused_by_a_ws_model(tmp_path):
         backbone.init_weights()
 
 
-def test_the_train_tool_refuses_what_does_not_fit_before_writing(
-        tmp_path, demo_data):
-    """A missing dataset folder, and a backbone checkpoint that does not
-    fit, stop tools/train.py before the work dir exists."""
+@pytest.mark.parametrize('option,message', [
+    ('train_dataloader.dataset.data_root={tmp}/nowhere',
+     "train_dataloader.dataset.data_root: dataset folder '{tmp}/nowhere' "
+     'not found'),
+    ('train_dataloader.dataset.data_root={tmp}/data',  # train/ is empty
+     'train_dataloader.dataset: CustomDataset cannot list its samples'),
+    ('model.backbone.norm_cfg.type=BCNN',
+     "model.backbone.norm_cfg: unknown layer type 'BCNN'; did you mean "
+     "'BCN'"),
+])
+def test_bad_input_stops_the_classifier_before_anything_is_written(
+        tmp_path, option, message):
+    (tmp_path / 'data' / 'train').mkdir(parents=True)
     work = tmp_path / 'work'
-    config = str(ROOT / 'configs' / 'demo' /
-                 'resnet18_gn-ws_2xb32-300it_demo-imagenet-64px.py')
     with pytest.raises(ConfigError, match=re.escape(
-            "train_dataloader.dataset.data_root: dataset folder "
-            f"'{tmp_path}/nowhere' not found")):
-        prepare('train', [config, '--work-dir', str(work), '--cfg-options',
-                          f'train_dataloader.dataset.data_root={tmp_path}/'
-                          'nowhere'])
-    _, path = classifier_checkpoint(tmp_path, dict(type='ConvWS',
-                                                   variant='B'), GN)
-    det = str(ROOT / 'configs' / 'demo' / 'mask-rcnn_r18-demo-imagenet-pre_'
-              'fpn_gn-ws-all_1xb2-500it_demo-coco.py')
-    options = dict(devkit.demo_data_options('mmdet', demo_data.root),
-                   **{'model.backbone.init_cfg.checkpoint': path})
-    with pytest.raises(ConfigError, match=re.escape(
-            f'model.backbone.init_cfg: {path} does not fit ResNet:')):
-        prepare('train', [det, '--work-dir', str(work), '--cfg-options',
-                          *devkit.cfg_options(options)])
+            message.format(tmp=tmp_path))):
+        prepare('train', [str(ROOT / devkit.DEMO_CONFIGS['mmpretrain']),
+                          '--work-dir', str(work), '--cfg-options',
+                          option.format(tmp=tmp_path)])
     assert not work.exists()
 
 
-def test_a_split_without_class_folders_is_refused_before_training(tmp_path):
-    (tmp_path / 'data' / 'train').mkdir(parents=True)
-    config = str(ROOT / 'configs' / 'demo' /
-                 'resnet18_gn-ws_2xb32-300it_demo-imagenet-64px.py')
+def test_a_backbone_file_that_does_not_fit_stops_training_before_writing(
+        tmp_path, demo_data):
+    _, path = classifier_checkpoint(tmp_path, dict(type='ConvWS',
+                                                   variant='B'), GN)
+    options = dict(devkit.demo_data_options('mmdet', demo_data.root),
+                   **{'model.backbone.init_cfg.checkpoint': path})
+    work = tmp_path / 'work'
     with pytest.raises(ConfigError, match=re.escape(
-            'train_dataloader.dataset: CustomDataset cannot list its '
-            'samples')):
-        prepare('train', [config, '--work-dir', str(tmp_path / 'work'),
-                          '--cfg-options', 'train_dataloader.dataset.'
-                          f'data_root={tmp_path}/data'])
-    assert not (tmp_path / 'work').exists()
-
-
-def test_an_unknown_norm_is_refused_in_mmpretrains_scope(tmp_path):
-    config = str(ROOT / 'configs' / 'demo' /
-                 'resnet18_gn-ws_2xb32-300it_demo-imagenet-64px.py')
-    with pytest.raises(ConfigError, match=re.escape(
-            "model.backbone.norm_cfg: unknown layer type 'BCNN'; did you "
-            "mean 'BCN'")):
-        prepare('train', [config, '--work-dir', str(tmp_path / 'work'),
-                          '--cfg-options', 'model.backbone.norm_cfg.type=BCNN'])
-    assert not (tmp_path / 'work').exists()
+            f'model.backbone.init_cfg: {path} does not fit ResNet:')):
+        prepare('train', [str(ROOT / devkit.DEMO_PRETRAINED_DET),
+                          '--work-dir', str(work), '--cfg-options',
+                          *devkit.cfg_options(options)])
+    assert not work.exists()
 
 
 @pytest.mark.e2e

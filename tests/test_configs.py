@@ -25,6 +25,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from devkit import config_diff
 import ws_mm  # noqa: F401  (registers the layers)
 from ws_mm.layers import WS_CONVS, BatchChannelNorm, EstimatedBatchNorm
 from ws_mm.toolbox.checks import check_datasets
@@ -98,30 +99,6 @@ def get(cfg, dotted):
     for key in dotted.split('.'):
         cfg = cfg.get(key) if cfg is not None else None
     return cfg
-
-
-def flatten(obj, prefix=''):
-    """{'a.b[0].c': value} of a config dict, without mmengine's _scope_."""
-    if isinstance(obj, dict):
-        out = {}
-        for key, value in obj.items():
-            if key != '_scope_':
-                name = f'{prefix}.{key}' if prefix else key
-                out.update(flatten(value, name))
-        return out
-    if isinstance(obj, (list, tuple)) and any(
-            isinstance(x, dict) for x in obj):
-        out = {}
-        for i, value in enumerate(obj):
-            out.update(flatten(value, f'{prefix}[{i}]'))
-        return out
-    return {prefix: obj}
-
-
-def diff(a, b):
-    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
-    return {k for k in fa.keys() | fb.keys()
-            if fa.get(k, '<absent>') != fb.get(k, '<absent>')}
 
 
 def kind(path):
@@ -346,7 +323,7 @@ def test_only_the_switch_differs_from_stock(path):
                for p in SWITCH_KEYS] + EXTRA_KEYS.get((tb, norm), [])
     if '-20-23-24e_' in path.name:
         allowed.append(r'param_scheduler\[1\]\.milestones')
-    unexpected = sorted(k for k in diff(stock, cfg)
+    unexpected = sorted(k for k in config_diff(stock, cfg)
                         if not any(re.fullmatch(p, k) for p in allowed))
     assert unexpected == [], f'{path.name} changes more than the switch'
 
@@ -358,7 +335,7 @@ def test_gn_ws_equals_mmdet_gn_ws(path):
     """Our Mask R-CNN GN+WS configs are mmdet's gn+ws configs (+ ws_mm)."""
     name = path.name.replace('_8xb2-', '_')
     theirs = Config.fromfile(TOOLBOX_CONFIGS['mmdet'] / 'gn+ws' / name)
-    assert diff(theirs, load(path)) == {
+    assert config_diff(theirs, load(path)) == {
         'custom_imports.imports', 'custom_imports.allow_failed_imports',
         'max_epochs'  # a bare variable of mmdet's file
     }
@@ -551,7 +528,7 @@ def test_table11_rows_differ_in_normalization_and_weights_only(path):
         allowed.append(r'model\.data_preprocessor\.(mean|std|bgr_to_rgb)')
     if norm.endswith('-ws'):  # the classifier's init, as deeplab.py's
         allowed.append(r'model\.decode_head\.init_cfg(\..*)?')
-    unexpected = sorted(k for k in diff(load(bn_row), load(path))
+    unexpected = sorted(k for k in config_diff(load(bn_row), load(path))
                         if not any(re.fullmatch(p, k) for p in allowed))
     assert unexpected == []
 

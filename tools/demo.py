@@ -36,10 +36,8 @@ TASKS = {
     'cls': dict(scope='mmpretrain', config=devkit.DEMO_CONFIGS['mmpretrain'],
                 metrics=('accuracy/top1', )),
     # its config's backbone checkpoint is the cls run's, set below
-    'det-pretrained': dict(
-        scope='mmdet', metrics=DET_METRICS, backbone_from='cls',
-        config='configs/demo/mask-rcnn_r18-demo-imagenet-pre_fpn_gn-ws-all_'
-        '1xb2-500it_demo-coco.py'),
+    'det-pretrained': dict(scope='mmdet', config=devkit.DEMO_PRETRAINED_DET,
+                           metrics=DET_METRICS, backbone_from='cls'),
 }
 
 

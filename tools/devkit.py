@@ -27,6 +27,9 @@ DEMO_CONFIGS = {
     'mmpretrain': 'configs/demo/resnet18_gn-ws_2xb32-300it_demo-imagenet-'
     '64px.py',
 }
+# The Mask R-CNN demo with its backbone from the mmpretrain demo's run.
+DEMO_PRETRAINED_DET = ('configs/demo/mask-rcnn_r18-demo-imagenet-pre_fpn_'
+                       'gn-ws-all_1xb2-500it_demo-coco.py')
 
 
 def demo_data_options(scope: str, root: Union[str, Path]) -> Dict[str, str]:
@@ -51,6 +54,32 @@ def demo_data_options(scope: str, root: Union[str, Path]) -> Dict[str, str]:
 def cfg_options(options: Dict[str, object]) -> List[str]:
     """``key=value`` words for ``--cfg-options``."""
     return [f'{key}={value}' for key, value in options.items()]
+
+
+def _flatten(obj, prefix=''):
+    """{'a.b[0].c': value} of a config dict, without mmengine's _scope_."""
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if key != '_scope_':
+                out.update(_flatten(value, f'{prefix}.{key}' if prefix
+                                    else key))
+        return out
+    if isinstance(obj, (list, tuple)) and any(
+            isinstance(x, dict) for x in obj):
+        out = {}
+        for i, value in enumerate(obj):
+            out.update(_flatten(value, f'{prefix}[{i}]'))
+        return out
+    return {prefix: obj}
+
+
+def config_diff(a, b) -> Set[str]:
+    """The dotted keys (``model.backbone.norm_cfg.type``) whose values differ
+    between two mmengine Configs, or that only one has."""
+    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    return {k for k in fa.keys() | fb.keys()
+            if fa.get(k, '<absent>') != fb.get(k, '<absent>')}
 
 
 def free_port() -> int:
