@@ -37,6 +37,8 @@ setup(
         # which it does not declare; nor is it here: pip would take the newest
         # torchvision and replace torch with the one that matches it.
         'cls': ['mmpretrain>=1.2.0,<1.3.0'],
+        # mmaction2 1.2.0 imports importlib_metadata without declaring it.
+        'action': ['mmaction2>=1.2.0,<1.3.0', 'importlib_metadata'],
         'tests': ['pytest>=8', 'onnx'],
     },
     zip_safe=False,

@@ -2,7 +2,8 @@
 # Set up a virtual environment at the repo root with the OpenMMLab stack and
 # ws_mm (editable), on a machine that has nothing but Python 3.11 and a C++
 # compiler. Two stacks:
-#   bash tools/setup_env.sh          .venv/: torch 2.13.0 (CPU build), numpy 2
+#   bash tools/setup_env.sh          .venv/: torch 2.13.0 (CPU build), numpy 2;
+#                                    with mmaction2 (requirements/action.txt)
 #   bash tools/setup_env.sh oldest   .venv-oldest/: torch 2.0.1, numpy < 2, the
 #                                    oldest torch ws_mm supports, as users of
 #                                    OpenMMLab's prebuilt mmcv 2.1.0 have it;
@@ -22,14 +23,15 @@ MMCV_VERSION=2.1.0
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 case ${1:-main} in
 main)
-    TORCH_VERSION=2.13.0 venv=$root/.venv constraints=() extras=() ;;
+    TORCH_VERSION=2.13.0 venv=$root/.venv constraints=()
+    extras=(-r "$root/requirements/action.txt") toolbox=mmaction ;;
 oldest)
     # PyPI's torch 2.0.1 is the CUDA build: it brings the nvidia runtime
     # packages (about 3 GB) and runs on the CPU. It needs numpy < 2, and so
     # an opencv from before numpy 2 (requirements/oldest.txt).
     TORCH_VERSION=2.0.1 venv=$root/.venv-oldest
     constraints=(-c "$root/requirements/oldest.txt")
-    extras=(-r "$root/requirements/cls.txt") ;;
+    extras=(-r "$root/requirements/cls.txt") toolbox=mmpretrain ;;
 *)
     echo "usage: bash tools/setup_env.sh [main|oldest]" >&2; exit 2 ;;
 esac
@@ -115,7 +117,7 @@ reqs=("${constraints[@]}" -r "$root/requirements/stack.txt" -r "$root/requiremen
 missing=$(pip install --dry-run "${reqs[@]}" 2>>"$log" | sed -n 's/^Would install //p') ||
     fail "resolve the stack" "pip could not resolve requirements/stack.txt; see $log"
 if [ -z "$missing" ]; then
-    say "have mmengine, mmdet, mmsegmentation${extras:+, mmpretrain} and the test tools"
+    say "have mmengine, mmdet, mmsegmentation, $toolbox and the test tools"
 else
     say "install $missing"
     run "install the stack" "the pins are in requirements/stack.txt" pip install "${reqs[@]}"
@@ -128,12 +130,17 @@ else
 fi
 
 run "verify" "the stack imports but does not work; see $log" \
-    "$py" -I -c 'import importlib, torch; from mmcv.ops import nms, roi_align; import mmdet, mmseg, ws_mm
+    "$py" -I -c 'import importlib, importlib.metadata as m, torch; from mmcv.ops import nms, roi_align; import mmdet, mmseg, ws_mm
 b = torch.tensor([[0., 0., 10., 10.], [1., 1., 10., 10.]])
 keep = nms(b, torch.tensor([0.9, 0.8]), 0.5)[1]
 assert keep.tolist() == [0], keep
-cls = "'"${extras:+mmpretrain}"'"
-if cls:
-    importlib.import_module("mmpretrain.models")  # torchvision loads
-print("ok: torch", torch.__version__, "| mmcv ops | mmdet | mmseg |", *([cls, "|"] if cls else []), "ws_mm")'
+importlib.import_module("'"$toolbox"'.models")  # mmpretrain: torchvision loads
+cv2 = {}  # opencv-python and opencv-contrib-python share one cv2 folder
+for dist in ("opencv-python", "opencv-contrib-python"):
+    try:
+        cv2[dist] = m.version(dist)
+    except m.PackageNotFoundError:
+        pass
+assert len(set(cv2.values())) == 1, f"cv2 of two versions in one folder: {cv2}"
+print("ok: torch", torch.__version__, "| mmcv ops | mmdet | mmseg | '"$toolbox"' | ws_mm")'
 say "environment ready: $venv ($(tail -n 1 "$log"))"

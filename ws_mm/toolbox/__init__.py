@@ -14,5 +14,7 @@ except ModuleNotFoundError as error:
 
 from . import hooks, recalibration, registry  # noqa: F401,E402  (register)
 from .checkpoint import register_safe_loader  # noqa: E402
+from . import upstream  # noqa: E402
 
 register_safe_loader()
+upstream.install()
