@@ -19,7 +19,7 @@ TORCH_ONLY = {'torch'}
 THIRD_PARTY = dict.fromkeys(ORDER, TORCH_ONLY)
 THIRD_PARTY['version'] = set()
 THIRD_PARTY['toolbox'] = {'torch', 'mmengine', 'mmcv', 'mmdet', 'mmseg',
-                          'numpy'}
+                          'mmaction', 'numpy'}
 OPENMMLAB = ('mmengine', 'mmcv', 'mmdet', 'mmseg')
 
 

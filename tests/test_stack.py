@@ -57,7 +57,8 @@ def test_mmseg_model_builds_from_a_base_config(tmp_path):
 
 def test_import_ws_mm_is_cheap_and_quiet():
     code = ('import sys, ws_mm; '
-            'heavy = [m for m in ("mmdet", "mmseg", "mmcv.ops") '
+            'heavy = [m for m in ("mmdet", "mmseg", "mmcv.ops", "mmaction", '
+            '"mmpretrain") '
             'if m in sys.modules]; print(heavy)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True, check=True, timeout=120)

@@ -16,6 +16,7 @@ import torch
 from mmengine.config import Config, ConfigDict
 from mmengine.registry import DATASETS, MODELS, DefaultScope
 from mmengine.runner import CheckpointLoader
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from .checkpoint import (IncompleteCheckpointError, UnsafeCheckpointError,
                          check_checkpoint_is_complete,
@@ -59,6 +60,22 @@ def check_layer_types(cfg: Config) -> None:
                     if close else 'is ws_mm imported (custom_imports)?')
             raise ConfigError(
                 f'{path}: unknown layer type {name!r}; {hint}')
+
+
+def check_mmaction_fixes(cfg: Config) -> None:
+    """An mmaction model with norms other than BN imports ws_mm's fixes of
+    mmaction's ResNets and TSM's optimizer (:mod:`.action`)."""
+    if (cfg.get('default_scope') != 'mmaction'
+            or 'ws_mm.toolbox.action' in sys.modules):
+        return
+    with MODELS.switch_scope_and_registry('mmaction') as reg:
+        for path, layer in _layer_cfgs(cfg):
+            cls = reg.get(layer['type']) if path.endswith('norm_cfg') else None
+            if isinstance(cls, type) and not issubclass(cls, _BatchNorm):
+                raise ConfigError(
+                    f"{path}: {layer['type']} in mmaction's ResNets and TSM's "
+                    "optimizer needs ws_mm's fixes: add 'ws_mm.toolbox.action'"
+                    ' to custom_imports')
 
 
 def check_gpu_only_options(cfg: Config, amp: bool = False,
@@ -282,6 +299,7 @@ def check_config(cfg: Config, *, training: bool, amp: bool = False,
     if not isinstance(cfg, (Config, ConfigDict)):
         raise TypeError(f'expected an mmengine Config, got {type(cfg)}')
     check_layer_types(cfg)
+    check_mmaction_fixes(cfg)
     check_gpu_only_options(cfg, amp=amp, distributed=distributed)
     check_datasets(cfg, ('train_dataloader', 'val_dataloader')
                    if training else ('test_dataloader', ))

@@ -12,9 +12,12 @@ Two kinds of source:
   (``gn1``, ``layer1.0.bcn2``, ...), ``head.fc.*``, and the run's config in
   ``meta['cfg']``.
 
-And two kinds of target: a toolbox ``ResNet`` (mmdet's, mmseg's and
-mmpretrain's share the layout; the classifier is dropped) or an mmpretrain
-``ImageClassifier`` (``backbone.*`` and ``head.fc.*``).
+And three kinds of target: a toolbox ``ResNet`` (mmdet's, mmseg's and
+mmpretrain's share the layout; the classifier is dropped), an mmpretrain
+``ImageClassifier`` (``backbone.*`` and ``head.fc.*``), or an mmaction
+``ResNet`` / ``ResNetTSM``, which hold each conv and its norm in a
+``ConvModule`` (``layer1.0.conv1.conv``, ``layer1.0.conv1.gn``) and may wrap
+it (TSM's shift: ``layer1.0.conv1.conv.net``).
 
 The norm is detected from the keys (``pbn``: BCN; running statistics without
 ``pbn``: BN; else GN), and the WS variant the file was trained with from its
@@ -40,6 +43,13 @@ from ..functional import WS_VARIANTS, WSVariant
 from ..layers import WS_CONVS, BatchChannelNorm
 
 NORM_SLOT = re.compile(r'^(?P<block>(layer\d+\.\d+\.)?)bn(?P<index>\d+)\.')
+# In mmaction's layout, a conv slot or a norm slot (any toolbox's name) of
+# the stem or a block, or a downsample part, goes into its ConvModule.
+SLOT = re.compile(r'^(?P<block>(layer\d+\.\d+\.)?)'
+                  r'((?P<conv>conv)|bn|gn|bcn)(?P<index>\d+)\.')
+DOWNSAMPLE = re.compile(
+    r'^(?P<block>layer\d+\.\d+\.)downsample\.(?P<part>[01])\.')
+WRAPPER = re.compile(r'\.(net|block)\.')  # mmaction's TSM wrappers
 BLOCK = re.compile(r'^layer(?P<layer>\d+)\.(?P<block>\d+)\.')
 RUNNING_STAT = re.compile(r'(^|\.)(bn\d+|downsample\.1)\.running_mean$')
 NORM_NAMES = {'bn': 'BN', 'gn': 'GN', 'bcn': 'BCN'}
@@ -123,15 +133,30 @@ def source_names(state_dict: Dict[str, Tensor]):
     return named, dropped
 
 
+def _convmodule_key(key: str, norm: str) -> str:
+    """A ResNet key in mmaction's ConvModule layout."""
+    m = DOWNSAMPLE.match(key)
+    if m:
+        part = 'conv' if m['part'] == '0' else norm
+        return f'{m["block"]}downsample.{part}.{key[m.end():]}'
+    m = SLOT.match(key)
+    if m:
+        part = 'conv' if m['conv'] else norm
+        return f'{m["block"]}conv{m["index"]}.{part}.{key[m.end():]}'
+    return key
+
+
 def convert(state_dict: Dict[str, Tensor],
             expected: Dict[str, Tensor]) -> Conversion:
     """``state_dict`` renamed onto the keys of ``expected`` (the state dict
-    of a ResNet, or of a classifier: ``backbone.*`` and ``head.fc.*``),
-    with every key that could not be placed, is missing, or has the wrong
-    shape. Integer counters (``num_batches_tracked`` of older files, BCN's
-    ``num_nonfinite_batches``) the source lacks are not missing: the model
-    keeps the value it was built with."""
+    of a ResNet, of a classifier: ``backbone.*`` and ``head.fc.*``, or of an
+    mmaction ResNet), with every key that could not be placed, is missing,
+    or has the wrong shape. Integer counters (``num_batches_tracked`` of
+    older files, BCN's ``num_nonfinite_batches``) the source lacks are not
+    missing: the model keeps the value it was built with."""
     classifier = any(k.startswith('backbone.') for k in expected)
+    convmodule = any(k.startswith('conv1.conv.') for k in expected)
+    unwrapped = {WRAPPER.sub('.', k): k for k in expected} if convmodule else {}
     source, dropped = source_names(state_dict)
     norm = detect_norm(source)
     renamed = OrderedDict()
@@ -142,8 +167,12 @@ def convert(state_dict: Dict[str, Tensor],
             else:
                 dropped.append(key)
             continue
-        key = NORM_SLOT.sub(lambda m: f'{m["block"]}{norm}{m["index"]}.',
-                            key)
+        if convmodule:
+            key = _convmodule_key(key, norm)
+            key = unwrapped.get(key, key)
+        else:
+            key = NORM_SLOT.sub(
+                lambda m: f'{m["block"]}{norm}{m["index"]}.', key)
         renamed[f'backbone.{key}' if classifier else key] = value
     absent = [k for k in expected if k not in renamed]
     counters = [k for k in absent if expected[k].dim() == 0
@@ -358,6 +387,12 @@ class AuthorsPretrainedInit:
             print_log(f'{src}: {variant_change}', logger='current',
                       level=30)
         module.load_state_dict(result.state_dict, strict=False)
+        # The file's tensors are final, but mmengine runs an initializer
+        # other than 'Pretrained' before the children's init_weights, which
+        # would redo some (mmaction's stem ConvModule): mark those done.
+        for sub in module.modules():
+            if sub is not module and hasattr(sub, 'init_weights'):
+                sub.is_init = True
         print_log(
             f'{src}: {len(result.state_dict)} tensors loaded '
             f'({NORM_NAMES[result.norm]} ResNet), not used: '
