@@ -77,16 +77,30 @@ def _load(path):
     return Config.fromfile(str(path))
 
 
-def is_mmpretrain(path):
-    """configs/resnet/ (Table 2) and the demo classifier."""
-    return path.parent.name == 'resnet' or 'mmpretrain::' in path.read_text()
+# The configs of the other toolboxes, and the tests that check them.
+OTHER_SUITES = {
+    'mmpretrain': 'tests/test_table2_configs.py and tests/test_classification'
+                  '.py (in .venv-oldest, make test-oldest)',
+    'mmaction': 'tests/test_table12_configs.py, tests/test_action.py and the '
+                'video demo tests (in .venv)',
+}
+
+
+def other_toolbox(path):
+    """'mmpretrain' (configs/resnet/, the demo classifier), 'mmaction'
+    (configs/tsm/, the demo TSMs) or None."""
+    text = path.read_text()
+    for scope, folder in (('mmpretrain', 'resnet'), ('mmaction', 'tsm')):
+        if path.parent.name == folder or f'{scope}::' in text:
+            return scope
+    return None
 
 
 def load(path):
-    if is_mmpretrain(path):
-        pytest.skip(f'{path.name} is an mmpretrain config: tests/test_table2_'
-                    'configs.py and tests/test_classification.py check them '
-                    '(in .venv-oldest, make test-oldest)')
+    scope = other_toolbox(path)
+    if scope:
+        pytest.skip(f'{path.name} is an {scope} config: '
+                    f'{OTHER_SUITES[scope]} check them')
     return copy.deepcopy(_load(path))
 
 
@@ -239,7 +253,7 @@ def test_pretrained_backbone(path):
 
 
 DEMOS = [p for p in CONFIGS
-         if p.parent.name == 'demo' and not is_mmpretrain(p)]
+         if p.parent.name == 'demo' and not other_toolbox(p)]
 
 
 @pytest.mark.parametrize('path', DEMOS, ids=lambda p: p.name)
