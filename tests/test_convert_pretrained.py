@@ -17,6 +17,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 from references import AuthorsResNet, randomize
+import ws_mm  # noqa: F401  (registers ConvWS, BCN, AuthorsPretrained)
 
 
 @pytest.fixture(scope='module')
@@ -219,6 +220,23 @@ def test_a_ws_variant_change_can_be_allowed(tmp_path):
                               allow_variant_change=True)
     backbone.init_weights()
     assert_loaded(backbone, state, 'bcn')
+
+
+def test_a_gn_file_of_plain_convs_is_said_so(tmp_path):
+    """Detectron's GN ResNets have plain convs; without a saved config a GN
+    file is taken for the authors' GN+WS, unless ``convs`` says otherwise."""
+    _, state, path = authors_file(tmp_path, 'gn', None)
+    with pytest.raises(ValueError, match="the model's convs are plain"):
+        build_backbone('mmdet', 50, 'gn', None, path).init_weights()
+    backbone = build_backbone('mmdet', 50, 'gn', None, path, convs='plain')
+    backbone.init_weights()
+    assert_loaded(backbone, state, 'gn')
+    with pytest.raises(ValueError, match="it was trained with plain convs"):
+        build_backbone('mmdet', 50, 'gn', 'A', path,
+                       convs='plain').init_weights()
+    with pytest.raises(ValueError, match=r"convs='C2': expected 'plain' or"):
+        build_backbone('mmdet', 50, 'gn', None, path,
+                       convs='C2').init_weights()
 
 
 def test_every_key_that_cannot_be_placed_is_reported(tmp_path):

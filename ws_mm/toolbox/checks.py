@@ -286,7 +286,7 @@ def check_pretrained_fits(cfg: Config) -> None:
             part = MODELS.build(dict(node, init_cfg=None))
         try:
             fit(init['checkpoint'], part, allow_variant_change=init.get(
-                'allow_variant_change', False))
+                'allow_variant_change', False), convs=init.get('convs'))
         except ValueError as error:
             raise ConfigError(f'{path}.init_cfg: {error}') from None
 

@@ -336,17 +336,31 @@ def load_state_dict(src: str, map_location: str = 'cpu'):
     return state_dict, loaded
 
 
+def given_convs(convs: Optional[str]) -> Convs:
+    """``'plain'`` or a WS variant's name as a :data:`Convs`; None stays
+    None (ask the file)."""
+    if convs is None or convs == PLAIN:
+        return convs
+    if convs not in WS_VARIANTS:
+        raise ValueError(f'convs={convs!r}: expected {PLAIN!r} or a WS '
+                         f'variant, one of {sorted(WS_VARIANTS)}')
+    return WS_VARIANTS[convs]
+
+
 def fit(src: str, module: nn.Module, map_location: str = 'cpu',
-        allow_variant_change: bool = False
+        allow_variant_change: bool = False, convs: Optional[str] = None
         ) -> Tuple[Conversion, Optional[str]]:
     """The file at ``src`` converted onto ``module`` (a ResNet or a
     classifier), and the WS variant change allowed, if any; ValueError
-    naming every mismatch if it does not fit."""
+    naming every mismatch if it does not fit. ``convs`` says how the file's
+    convs were trained where the file cannot (:func:`given_convs`)."""
+    trained = given_convs(convs)
     state_dict, loaded = load_state_dict(src, map_location)
     expected = module.state_dict()
     result = convert(state_dict, expected)
-    problems, variant = fit_problems(module, expected, result,
-                                     trained_convs(loaded, result.norm))
+    if trained is None:
+        trained = trained_convs(loaded, result.norm)
+    problems, variant = fit_problems(module, expected, result, trained)
     if variant and not allow_variant_change:
         problems.append(variant + ', or allow_variant_change=True to run '
                         'the weights that way')
@@ -367,6 +381,10 @@ class AuthorsPretrainedInit:
         allow_variant_change: run the weights with the model's WS variant
             even if it is not the one the checkpoint was trained with (as the
             authors' DeepLabV3 code does), with a warning instead of an error.
+        convs: how the file's convs were trained, ``'plain'`` or a WS
+            variant's name, for a file that does not say (without a saved
+            config, a GN file is taken for the authors' GN+WS): Detectron's
+            GN ResNets, say, have plain convs.
 
     A checkpoint whose norm, depth or WS use does not fit the model, or with
     keys that cannot be placed, missing or of the wrong shape, raises
@@ -374,15 +392,18 @@ class AuthorsPretrainedInit:
     """
 
     def __init__(self, checkpoint: str, map_location: str = 'cpu',
-                 allow_variant_change: bool = False):
+                 allow_variant_change: bool = False,
+                 convs: Optional[str] = None):
+        given_convs(convs)  # a bad value fails before the file is read
         self.checkpoint = checkpoint
         self.map_location = map_location
         self.allow_variant_change = allow_variant_change
+        self.convs = convs
 
     def __call__(self, module: nn.Module) -> None:
         src = self.checkpoint
         result, variant_change = fit(src, module, self.map_location,
-                                     self.allow_variant_change)
+                                     self.allow_variant_change, self.convs)
         if variant_change:
             print_log(f'{src}: {variant_change}', logger='current',
                       level=30)
