@@ -9,7 +9,7 @@ import yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / 'configs'
 # configs/demo is documented in the index
-ZOO = ['mask_rcnn', 'deeplabv3', 'resnet']
+ZOO = ['mask_rcnn', 'deeplabv3', 'resnet', 'tsm']
 
 
 def test_every_zoo_folder_has_a_metafile_and_a_readme():
