@@ -55,6 +55,27 @@ def test_mmseg_model_builds_from_a_base_config(tmp_path):
     assert type(model).__name__ == 'EncoderDecoder'
 
 
+def test_one_cv2_folder_of_one_opencv_version():
+    """mmcv requires opencv-python and mmaction2 opencv-contrib-python; both
+    install into the same cv2 folder, which is whole when they are of one
+    version (the set-up installs them in one pip run)."""
+    import importlib.metadata as metadata
+
+    import cv2
+    import numpy as np
+    versions = set()
+    for dist in ('opencv-python', 'opencv-contrib-python'):
+        try:
+            versions.add(metadata.version(dist))
+        except metadata.PackageNotFoundError:
+            pass
+    assert len(versions) == 1, versions
+    assert versions.pop().startswith(cv2.__version__)
+    image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    ok, png = cv2.imencode('.png', image)
+    assert ok and np.array_equal(cv2.imdecode(png, cv2.IMREAD_COLOR), image)
+
+
 def test_import_ws_mm_is_cheap_and_quiet():
     code = ('import sys, ws_mm; '
             'heavy = [m for m in ("mmdet", "mmseg", "mmcv.ops", "mmaction", '
