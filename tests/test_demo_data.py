@@ -1,6 +1,7 @@
 """tools/make_demo_data.py writes COCO and VOC data that the toolboxes' own
-dataset classes and metrics read unchanged, and object crops in the ImageNet
-layout.
+dataset classes and metrics read unchanged, object crops in the ImageNet
+layout, and clips as Something-Something-style rawframes whose labels are
+the motions in them.
 
 Most tests read the run's shared demo data (conftest.py's ``demo_data``); the
 tests of determinism and of the command line write their own.
@@ -15,6 +16,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
+
+import devkit
 
 
 @pytest.fixture(scope='module')
@@ -281,6 +284,95 @@ def test_ground_truth_scores_miou_100_in_mmseg_iou_metric(demo, scene):
             sample['pred_sem_seg']['data'])
     metric.process({}, samples)
     assert metric.evaluate(len(samples))['mIoU'] < 50
+
+
+# ------------------------------------------------------------ rawframes --
+
+
+def rawframes_list(demo, split):
+    """(folder, frames, label) of each line of a split's list."""
+    return [(name, int(frames), int(label)) for name, frames, label in (
+        line.split() for line in
+        (demo / 'sth' / f'{split}.txt').read_text().splitlines())]
+
+
+def test_rawframes_lists_name_every_folder_and_frame(tool, demo_data, demo):
+    listed = set()
+    for split in ('train', 'val'):
+        clips = rawframes_list(demo, split)
+        # a clip per scene and motion, named after both
+        assert sorted(name for name, _, _ in clips) == sorted(
+            f'{tool.image_id(split, i):012d}_{motion}'
+            for i in range(num(demo_data, split)) for motion in tool.MOTIONS)
+        for name, frames, label in clips:
+            assert name == f'{name.split("_")[0]}_{tool.MOTIONS[label]}'
+            assert tool.CLIP_FRAMES[0] <= frames <= tool.CLIP_FRAMES[1]
+            files = sorted((demo / 'sth' / 'rawframes' / name).iterdir())
+            assert [f.name for f in files] == [
+                tool.FRAME_TMPL.format(t) for t in range(1, frames + 1)]
+            assert Image.open(files[0]).size == (tool.FRAME_SIZE, ) * 2
+        listed |= {name for name, _, _ in clips}
+    assert listed == {p.name for p in (demo / 'sth' / 'rawframes').iterdir()}
+
+
+# What each motion's name means in image coordinates: (x, y), y down.
+WAYS = {'left': (-1, 0), 'right': (1, 0), 'up': (0, -1), 'down': (0, 1)}
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_rawframe_labels_are_the_motion_and_the_scene_is_no_clue(
+        tool, demo, split):
+    """Found in the frames alone: what moves is where a frame is far from
+    the clip's median (the backdrop, as the object covers any pixel in
+    under half of the frames); its centre moves the label's way in every
+    frame, the path's length in all, and not across. The four clips of a
+    scene have one backdrop."""
+    backdrops = {}
+    for name, frames, label in rawframes_list(demo, split):
+        clip = np.stack([np.asarray(Image.open(
+            demo / 'sth' / 'rawframes' / name / tool.FRAME_TMPL.format(t)),
+            float) for t in range(1, frames + 1)])
+        backdrop = np.median(clip, axis=0)
+        moving = np.abs(clip - backdrop).sum(-1) > 60
+        assert moving.sum((1, 2)).min() > 20, name  # seen in every frame
+        ys, xs = np.mgrid[:tool.FRAME_SIZE, :tool.FRAME_SIZE]
+        centres = np.array([((xs * m).sum() / m.sum(), (ys * m).sum() /
+                             m.sum()) for m in moving])
+        way = np.array(WAYS[tool.MOTIONS[label]])
+        steps = np.diff(centres, axis=0)
+        along, across = steps @ way, steps @ way[::-1]
+        assert (along > 0).all(), name
+        assert abs(along.sum() - tool.PATH_LENGTH) < 3, name
+        assert abs(across.sum()) < 3, name
+        backdrops.setdefault(name.split('_')[0], []).append(backdrop)
+    for scene, same in backdrops.items():
+        assert len(same) == len(tool.MOTIONS)
+        assert max(np.abs(b - same[0]).mean() for b in same) < 2, scene
+
+
+@pytest.mark.filterwarnings('ignore:pkg_resources is deprecated')
+def test_mmaction_reads_the_rawframes_with_the_demo_config(tool, demo_data,
+                                                           demo):
+    pytest.importorskip('mmaction', reason='mmaction2 is installed in .venv')
+    import ws_mm  # noqa: F401  (before mmaction.models, which it completes)
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmaction.registry import DATASETS
+
+    init_default_scope('mmaction')
+    cfg = Config.fromfile(devkit.ROOT / devkit.DEMO_CONFIGS['mmaction'])
+    cfg.merge_from_dict(devkit.demo_data_options('mmaction', demo))
+    for split in ('train', 'val'):
+        dataset = DATASETS.build(cfg[f'{split}_dataloader'].dataset)
+        assert len(dataset) == len(tool.MOTIONS) * num(demo_data, split)
+    name, _, label = rawframes_list(demo, 'val')[0]
+    assert dataset.get_data_info(0)['frame_dir'] == str(
+        demo / 'sth' / 'rawframes' / name)
+    sample = dataset[0]  # the test pipeline: a frame per segment
+    assert sample['data_samples'].gt_label.item() == label
+    segments = cfg.model.backbone.num_segments
+    assert sample['inputs'].shape == (segments, 3, tool.FRAME_SIZE,
+                                      tool.FRAME_SIZE)
 
 
 # ------------------------------------------------ determinism and the CLI --

@@ -1,12 +1,14 @@
-"""Write a small, deterministic demo dataset in the real COCO and VOC formats.
+"""Write a small, deterministic demo dataset in the real COCO and VOC formats,
+with object crops and short video clips made from its scenes.
 
 No public dataset can be downloaded on the machines ws_mm is developed on, so
 this tool draws one: textured shapes (the objects) pasted over random crops
 of the real photographs that ship with matplotlib
 (``mpl-data/sample_data/*.jpg``; today that is ``grace_hopper.jpg``).
 The same scenes are written in the layouts the toolboxes' own dataset
-classes and metrics read unchanged (mmdet, mmseg), and their objects cropped
-into an ImageNet-layout classification set (mmpretrain)::
+classes and metrics read unchanged (mmdet, mmseg), their objects cropped
+into an ImageNet-layout classification set (mmpretrain), and each turned
+into clips of Something-Something-style rawframes (mmaction)::
 
     <out>/coco/train2017/000000000001.jpg ...
     <out>/coco/val2017/000000100001.jpg ...
@@ -15,6 +17,8 @@ into an ImageNet-layout classification set (mmpretrain)::
     <out>/VOCdevkit/VOC2012/SegmentationClass/000000000001.png ...
     <out>/VOCdevkit/VOC2012/ImageSets/Segmentation/{train,val,trainval}.txt
     <out>/imagenet/{train,val}/<shape>/000000000001_0.jpg ...
+    <out>/sth/rawframes/000000000001_left/00001.jpg ...
+    <out>/sth/{train,val}.txt
 
 Classes. Shape ``k`` (1-based) is COCO category id ``k`` and VOC class index
 ``k``. COCO uses the shape names; VOC must use the fixed VOC names, because
@@ -60,6 +64,19 @@ The classification folders are named after the shapes; mmpretrain's
 ``CustomDataset`` numbers them in sorted order (cross, disc, square, star,
 triangle).
 
+Clips. In four clips per scene, its topmost object, cut out and scaled to
+18 px, moves 44 px left, right, up or down (label 0-3, ``MOTIONS``) at
+constant speed, in 12-20 frames, over the scene (its central square at
+64x64 px, blurred and faded). The scene is no clue to the label, nor is any
+frame alone; the frames without their order show the axis but not the
+sense: telling left from right needs their order. The frames are sthv1's
+JPEGs ``{:05}.jpg`` from 1, listed as mmaction's ``RawframeDataset`` reads
+them, ``<folder> <frames> <label>`` a line::
+
+    dataset=dict(type='RawframeDataset', data_root='data/demo/sth',
+                 ann_file='train.txt', data_prefix=dict(img='rawframes'),
+                 filename_tmpl='{:05}.jpg', ...)
+
 mmdet: list the classes in this order. ``CocoDataset`` numbers labels in the
 JSON's category order whatever the order of ``metainfo['classes']``, so
 another order silently mislabels. mmseg: either keep the 21 VOC classes, or
@@ -69,7 +86,7 @@ Usage::
 
     python tools/make_demo_data.py [--out data/demo] [--seed 0]
         [--num-train 240] [--num-val 60] [--size 256]
-        [--only {coco,voc,imagenet}] [--force]
+        [--only {coco,voc,imagenet,sth}] [--force]
 
 Output is a function of the arguments and of this file only: the same seed
 gives byte-identical files. Each format folder gets a stamp
@@ -79,6 +96,7 @@ written afresh (``--force`` always rewrites). A folder without a stamp is
 never deleted.
 """
 import argparse
+import functools
 import hashlib
 import json
 import shutil
@@ -109,6 +127,21 @@ STAMP = 'demo_data_stamp.json'
 CROP_MIN_VISIBLE = 0.5  # classification crops: objects at least half seen
 CROP_MARGIN = 1.2  # crop side / longer side of the visible box
 CROP_SIZE = 64  # px
+# Clips: the label is the index of the motion; its direction (dx, dy), y down.
+MOTIONS = ('left', 'right', 'up', 'down')
+MOTION_DIRECTIONS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+FRAME_SIZE = 64  # px, square
+MOVER_SIZE = 18  # px, longer side of the moving object
+# px travelled; the object covers a pixel in under half of the frames, so
+# that a pixel's median over the frames is the backdrop's
+PATH_LENGTH = 44
+# The backdrop, the scene blurred (Gaussian sigma, px) and faded (contrast
+# kept): on the sharp scene the demo TSM finds the moving object too slowly
+# to learn from scratch in minutes on a CPU.
+BACKDROP_BLUR = 2.0
+BACKDROP_CONTRAST = 0.5
+CLIP_FRAMES = (12, 20)  # fewest and most frames of a clip
+FRAME_TMPL = '{:05}.jpg'  # sthv1's names, from 1: filename_tmpl in configs
 
 
 def voc_palette():
@@ -413,13 +446,95 @@ class ImageNetWriter:
         return f'imagenet ({self.count} crops)'
 
 
+def make_clip(seed, split, index, label, image, masks):
+    """The frames of a clip of a scene, BGR uint8 (T, FRAME_SIZE,
+    FRAME_SIZE, 3), in which the scene's topmost object moves as
+    ``MOTIONS[label]``.
+
+    The object (the last of ``masks``, cut from ``image``) moves
+    ``PATH_LENGTH`` px in a straight line, at constant speed, over the
+    scene's central square, blurred and faded. The number of frames and the
+    path's midpoint are drawn, the midpoint whatever the direction: left
+    and right paths are each other's reverse.
+    """
+    rng = np.random.default_rng([seed, SPLITS.index(split), index, label])
+    height, width = image.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    backdrop = cv2.GaussianBlur(
+        cv2.resize(image[top:top + side, left:left + side],
+                   (FRAME_SIZE, FRAME_SIZE),
+                   interpolation=cv2.INTER_AREA).astype(float),
+        (0, 0), BACKDROP_BLUR)
+    backdrop = 128 + BACKDROP_CONTRAST * (backdrop - 128)
+    ys, xs = np.nonzero(masks[-1])
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    h, w = np.ptp(ys) + 1, np.ptp(xs) + 1
+    scale = MOVER_SIZE / max(h, w)
+    size = (max(round(w * scale), 1), max(round(h * scale), 1))  # (w, h)
+    mover = cv2.resize(image[box], size, interpolation=cv2.INTER_AREA)
+    mask = cv2.resize(masks[-1][box].astype(np.float32), size,
+                      interpolation=cv2.INTER_AREA) > 0.5
+
+    num = rng.integers(CLIP_FRAMES[0], CLIP_FRAMES[1] + 1)
+    half = MOVER_SIZE / 2
+    along = rng.uniform(PATH_LENGTH / 2 + half,
+                        FRAME_SIZE - PATH_LENGTH / 2 - half)
+    across = rng.uniform(half, FRAME_SIZE - half)
+    direction = np.array(MOTION_DIRECTIONS[label])
+    middle = np.array([along, across] if direction[0] else [across, along])
+    frames = []
+    for t in np.linspace(-0.5, 0.5, num):
+        x, y = np.round(middle + t * PATH_LENGTH * direction -
+                        np.array(size) / 2).astype(int)
+        frame = backdrop.copy()
+        frame[y:y + size[1], x:x + size[0]][mask] = mover[mask]
+        # Sensor noise: no two frames alike, even where nothing moves.
+        frames.append(np.clip(frame + rng.normal(0, 3, size=frame.shape),
+                              0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+class RawframesWriter:
+    """Something-Something-style rawframes (mmaction's ``RawframeDataset``):
+    a clip per scene and motion (:func:`make_clip`), so that a scene says
+    nothing of the label, each in a folder ``<image name>_<motion>``, and
+    per split a list of ``<folder> <frames> <label>`` lines."""
+
+    def __init__(self, root, seed):
+        self.root, self.seed = root, seed
+        (root / 'rawframes').mkdir()
+        self.lines = {split: [] for split in SPLITS}
+        self.frames = 0
+
+    def add(self, split, img_id, jpg, shape, labels, masks):
+        image = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+        index = img_id - 1 - (VAL_ID_OFFSET if split == 'val' else 0)
+        for label, motion in enumerate(MOTIONS):
+            frames = make_clip(self.seed, split, index, label, image, masks)
+            name = f'{img_id:012d}_{motion}'
+            folder = self.root / 'rawframes' / name
+            folder.mkdir()
+            for t, frame in enumerate(frames, 1):
+                (folder / FRAME_TMPL.format(t)).write_bytes(encode_jpg(frame))
+            self.lines[split].append(f'{name} {len(frames)} {label}\n')
+            self.frames += len(frames)
+
+    def close(self):
+        for split in SPLITS:
+            (self.root / f'{split}.txt').write_text(''.join(self.lines[split]))
+        clips = sum(len(lines) for lines in self.lines.values())
+        return f'sth ({clips} clips, {self.frames} frames)'
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Write the ws_mm demo dataset in the COCO and VOC '
-        'layouts (see the module docstring).',
+        'layouts, object crops and clips (see the module docstring).',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--out', default='data/demo', type=Path,
-                        help='folder that gets coco/, VOCdevkit/, imagenet/')
+                        help='folder that gets coco/, VOCdevkit/, imagenet/, '
+                        'sth/')
     parser.add_argument('--seed', default=0, type=int,
                         help='same seed, same bytes')
     parser.add_argument('--num-train', default=240, type=int,
@@ -428,7 +543,8 @@ def parse_args(argv=None):
                         help='validation images')
     parser.add_argument('--size', default=256, type=int,
                         help='longer image side in pixels')
-    parser.add_argument('--only', choices=('coco', 'voc', 'imagenet'),
+    parser.add_argument('--only',
+                        choices=('coco', 'voc', 'imagenet', 'sth'),
                         help='write one format only')
     parser.add_argument('--force', action='store_true',
                         help='rewrite even if the stamp says up to date')
@@ -450,7 +566,9 @@ def main(argv=None):
         code=hashlib.sha256(Path(__file__).read_bytes()).hexdigest()))
     writers = dict(coco=(args.out / 'coco', CocoWriter),
                    voc=(args.out / 'VOCdevkit', VocWriter),
-                   imagenet=(args.out / 'imagenet', ImageNetWriter))
+                   imagenet=(args.out / 'imagenet', ImageNetWriter),
+                   sth=(args.out / 'sth',
+                        functools.partial(RawframesWriter, seed=args.seed)))
     todo = []
     for fmt, (root, writer) in writers.items():
         if args.only not in (None, fmt):
