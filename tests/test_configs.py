@@ -93,7 +93,9 @@ def other_toolbox(path):
     for scope, folder in (('mmpretrain', 'resnet'), ('mmaction', 'tsm')):
         if path.parent.name == folder or f'{scope}::' in text:
             return scope
-    return None
+    # a variant of a config beside it (the BCN+WS demo TSM) is of its kind
+    sibling = re.search(r"^_base_ = '\./([^']+)'$", text, re.MULTILINE)
+    return other_toolbox(path.parent / sibling[1]) if sibling else None
 
 
 def load(path):

@@ -380,6 +380,9 @@ def test_demo_model_trains_a_step(device, scope, demo_data, tmp_path,
                             reason='mmpretrain is not installed: it runs '
                             "in .venv-oldest (torchvision has no CPU build "
                             "for .venv's torch, docs/environments.md)")
+    if scope == 'mmaction':
+        pytest.importorskip('mmaction', reason='mmaction2 is not installed: '
+                            'it runs in .venv (docs/environments.md)')
     amp = device == 'cuda'
     work_dir = tmp_path / 'work'
     options = dict(devkit.demo_data_options(scope, demo_data.root), **{

@@ -26,16 +26,21 @@ DEMO_CONFIGS = {
     '256x256.py',
     'mmpretrain': 'configs/demo/resnet18_gn-ws_2xb32-300it_demo-imagenet-'
     '64px.py',
+    'mmaction': 'configs/demo/tsm_r18_gn-ws_2xb8-1x1x8-300it_demo-sth-64px.py',
 }
 # The Mask R-CNN demo with its backbone from the mmpretrain demo's run.
 DEMO_PRETRAINED_DET = ('configs/demo/mask-rcnn_r18-demo-imagenet-pre_fpn_'
                        'gn-ws-all_1xb2-500it_demo-coco.py')
+# The mmaction demo with BCN+WS instead of GN+WS.
+DEMO_BCN_TSM = ('configs/demo/tsm_r18_bcn-ws_2xb8-1x1x8-300it_demo-sth-'
+                '64px.py')
 
 
 def demo_data_options(scope: str, root: Union[str, Path]) -> Dict[str, str]:
     """Config options that point a demo config of ``scope`` (``'mmdet'``:
     the COCO layout, ``'mmseg'``: the VOC layout, ``'mmpretrain'``: the
-    ImageNet layout) at the data in ``root``."""
+    ImageNet layout, ``'mmaction'``: the rawframes) at the data in
+    ``root``."""
     root = Path(root).resolve()
     if scope == 'mmdet':
         ann = f'{root}/coco/annotations/instances_val2017.json'
@@ -43,8 +48,9 @@ def demo_data_options(scope: str, root: Union[str, Path]) -> Dict[str, str]:
                    for split in ('train', 'val', 'test')}
         return dict(options, **{'val_evaluator.ann_file': ann,
                                 'test_evaluator.ann_file': ann})
-    if scope in ('mmseg', 'mmpretrain'):
-        data = 'VOCdevkit/VOC2012' if scope == 'mmseg' else 'imagenet'
+    data = dict(mmseg='VOCdevkit/VOC2012', mmpretrain='imagenet',
+                mmaction='sth').get(scope)
+    if data:
         return {f'{split}_dataloader.dataset.data_root': f'{root}/{data}'
                 for split in ('train', 'val', 'test')}
     raise ValueError(f'no demo data for scope {scope!r}; use one of '

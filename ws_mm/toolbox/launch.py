@@ -1,11 +1,12 @@
 """Running the toolboxes' own ``train.py`` / ``test.py`` with ws_mm.
 
 ``tools/train.py`` and ``tools/test.py`` call :func:`run`. It reads the
-config, picks mmdet, mmseg or mmpretrain from its ``default_scope``, checks it
-(:func:`prepare`, :mod:`ws_mm.toolbox.checks`) before anything is written,
-starts the process group of CPU-only distributed runs when there is no GPU,
-and then runs the toolbox's script (shipped in its wheel under
-``.mim/tools/``) with the arguments unchanged (:func:`run_script`).
+config, picks mmdet, mmseg, mmpretrain or mmaction from its
+``default_scope``, checks it (:func:`prepare`, :mod:`ws_mm.toolbox.checks`)
+before anything is written, starts the process group of CPU-only
+distributed runs when there is no GPU, and then runs the toolbox's script
+(shipped in its wheel under ``.mim/tools/``) with the arguments unchanged
+(:func:`run_script`).
 
 CPU-only distributed runs need two things mmengine does not do by itself: it
 calls ``torch.cuda.set_device`` when it starts the process group, so the
@@ -31,7 +32,7 @@ from mmengine.config import Config, DictAction
 from ..distributed import destroy_process_group
 from .checks import Checkpoint, ConfigError, check_config
 
-TOOLBOXES = ('mmdet', 'mmseg', 'mmpretrain')
+TOOLBOXES = ('mmdet', 'mmseg', 'mmpretrain', 'mmaction')
 
 
 def toolbox_script(scope: str, tool: str) -> Path:
@@ -150,11 +151,11 @@ def prepare(tool: str, argv: List[str]) -> Plan:
 def run(tool: str, argv: List[str]) -> None:
     """Entry point of ``tools/train.py`` and ``tools/test.py``."""
     if not argv or argv[0] in ('-h', '--help'):
+        toolboxes = f'{", ".join(TOOLBOXES[:-1])} or {TOOLBOXES[-1]}'
         print(f'usage: tools/{tool}.py CONFIG '
               f'{"CHECKPOINT " if tool == "test" else ""}[toolbox arguments]\n'
               'Runs the train/test script of the toolbox named by the '
-              "config's default_scope (mmdet, mmseg or mmpretrain) with "
-              'ws_mm loaded; '
+              f"config's default_scope ({toolboxes}) with ws_mm loaded; "
               f'tools/{tool}.py CONFIG --help lists its arguments.')
         return
     try:
