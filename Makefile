@@ -13,6 +13,8 @@
 # `make demo-pretrain` (in .venv-oldest, where mmpretrain runs) pretrains the
 # demo GN+WS classifier, tests it, and trains the demo Mask R-CNN from its
 # backbone and from scratch.
+# `make demo-video` trains and tests the GN+WS and BCN+WS demo TSMs
+# (mmaction2).
 # `make test-gpu` runs the tests marked gpu and writes
 # work_dirs/gpu/report.json (docs/gpu.md); .venv has torch's CPU build, so
 # on a GPU machine give an environment with CUDA torch: PY=/path/to/python.
@@ -27,7 +29,7 @@ OLDEST_TESTS := tests/test_architecture.py tests/test_validate.py \
 	tests/test_tools.py::test_ending_a_process_group_never_deadlocks
 
 .PHONY: setup setup-oldest test test-oldest test-fast test-gpu demo \
-	demo-pretrain
+	demo-pretrain demo-video
 setup:
 	bash tools/setup_env.sh
 
@@ -51,6 +53,9 @@ test-gpu: $(if $(filter .venv/bin/python,$(PY)),setup)
 
 demo: setup
 	$(PY) tools/demo.py
+
+demo-video: setup
+	$(PY) tools/demo.py --tasks video --work-dir work_dirs/demo_video
 
 demo-pretrain: setup-oldest
 	PYTHON=$(CURDIR)/.venv-oldest/bin/python .venv-oldest/bin/python \
