@@ -19,7 +19,10 @@ time, and the memory autograd keeps for the backward (``saved_bytes``);
 ``kernel``, WS's own work in a training step at those weights, timm's
 against ours; ``norm``, BCN vs
 GN vs BN, BCN estimate also forced to run as two stages, beside the floor
-of its fused form's passes over the activations (``BCNKernelsOnly``); ``model``, one training iteration and inference of
+of its fused form's passes over the activations (``BCNKernelsOnly``);
+``rule``, BCN's fused form against its two stages in training, by row
+length and size (where the layer should choose which); ``model``, one
+training iteration and inference of
 Mask R-CNN R-50-FPN and DeepLabV3 R-50-D8 with GN+WS vs GN vs BN vs BCN+WS
 (also against GN+WS; inference: WS cached or folded), time and peak
 memory (each variant measured in a fresh process, as the growth of its peak
@@ -30,6 +33,7 @@ share of a GN+WS training iteration that WS's own work takes
 import argparse
 import copy
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -335,17 +339,22 @@ class BCNKernelsOnly(nn.Module):
         return _bcn_kernels_forward(x)[0].view(x.shape)
 
 
-def two_stages(step):
-    """``step`` with BCN computing as its two stages whatever the size
-    (without gradients it always does)."""
+def fused_from(step, numel):
+    """``step`` with BCN computing fused from inputs of ``numel`` elements
+    (0: always, inf: never, as without gradients)."""
     def run():
-        fused_from = bcn_layers.FUSED_MIN_NUMEL
-        bcn_layers.FUSED_MIN_NUMEL = float('inf')
+        default = bcn_layers.FUSED_MIN_NUMEL
+        bcn_layers.FUSED_MIN_NUMEL = numel
         try:
             step()
         finally:
-            bcn_layers.FUSED_MIN_NUMEL = fused_from
+            bcn_layers.FUSED_MIN_NUMEL = default
     return run
+
+
+def two_stages(step):
+    """``step`` with BCN computing as its two stages whatever the size."""
+    return fused_from(step, float('inf'))
 
 
 def norm_tables(rounds, min_seconds):
@@ -368,6 +377,32 @@ def norm_tables(rounds, min_seconds):
             t = time_side_by_side(steps, rounds, min_seconds)
             rows.append((f'{n}x{c}x{h}x{w}', mode, t))
     return rows
+
+
+# (batch, channels, height, width): rows of 49 to 12544 elements (height x
+# width), inputs of 2^16.6 to 2^20.6 elements.
+RULE_SHAPES = [(8, 256, 7, 7), (32, 256, 7, 7), (48, 256, 7, 7),
+               (32, 1024, 7, 7), (2, 256, 14, 14), (8, 256, 14, 14),
+               (12, 256, 14, 14), (8, 1024, 14, 14), (2, 256, 28, 28),
+               (3, 256, 28, 28), (8, 256, 28, 28), (2, 64, 56, 56),
+               (2, 96, 56, 56), (2, 256, 56, 56), (1, 64, 112, 112)]
+RULE_TITLE = "BCN's fused form vs its two stages, training, by row length"
+
+
+def rule_tables(rounds, min_seconds):
+    """Where BCN should run fused: the fused form against the two stages at
+    RULE_SHAPES, in both modes (training; eval always runs two stages)."""
+    rows = []
+    for n, c, h, w in RULE_SHAPES:
+        x = torch.randn(n, c, h, w, requires_grad=True)
+        for mode in BatchChannelNorm.MODES:
+            step = train_step(BatchChannelNorm(c, 32, mode=mode).train(), x)
+            t = time_side_by_side({'two stages': two_stages(step),
+                                   'fused': fused_from(step, 0)},
+                                  rounds, min_seconds)
+            rows.append((f'{n}x{c}x{h}x{w}: row {h * w}, '
+                         f'2^{math.log2(x.numel()):.1f}', mode, t))
+    return {RULE_TITLE: rows}
 
 
 # Whole models: the GN+WS config, and GN / BN derived from it by the switch.
@@ -624,7 +659,7 @@ def main():
     parser.add_argument('--min-seconds', type=float, default=0.2,
                         help='time per candidate per round')
     parser.add_argument('--only', nargs='+',
-                        choices=['conv', 'kernel', 'norm', 'model'],
+                        choices=['conv', 'kernel', 'norm', 'rule', 'model'],
                         default=['conv', 'kernel', 'norm', 'model'])
     parser.add_argument('--models', nargs='+', choices=list(MODELS),
                         default=list(MODELS), help='models of the model table')
@@ -650,6 +685,7 @@ def main():
                            kernel_tables(args.rounds, args.min_seconds)},
         'norm': lambda: {'BCN vs GN and BN':
                          norm_tables(args.rounds, args.min_seconds)},
+        'rule': lambda: rule_tables(args.rounds, args.min_seconds),
         'model': lambda: model_tables(args.rounds, args.min_seconds,
                                       args.size, args.models),
     }
