@@ -31,7 +31,7 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.modules.batchnorm import _BatchNorm  # noqa: E402
 
-from devkit import config_diff  # noqa: E402
+from devkit import config_diff, plain  # noqa: E402
 import ws_mm  # noqa: F401,E402  (registers the layers)
 from ws_mm.layers import WS_CONVS, BatchChannelNorm  # noqa: E402
 
@@ -93,18 +93,6 @@ def _load(path):
 
 def load(path):
     return copy.deepcopy(_load(path))
-
-
-def plain(obj):
-    """A config value as plain dicts, lists and tuples, without the _scope_
-    mmengine adds to what an mmpretrain:: base defines."""
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items() if k != '_scope_'}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain(v) for v in obj)
-    return obj
-
-
 
 
 def test_every_row_of_table2():

@@ -80,6 +80,17 @@ def _flatten(obj, prefix=''):
     return {prefix: obj}
 
 
+def plain(obj):
+    """A config value as plain dicts, lists and tuples, without the
+    ``_scope_`` mmengine adds to what a toolbox's base (``mmaction::``,
+    ``mmpretrain::``) defines."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items() if k != '_scope_'}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    return obj
+
+
 def config_diff(a, b) -> Set[str]:
     """The dotted keys (``model.backbone.norm_cfg.type``) whose values differ
     between two mmengine Configs, or that only one has."""
