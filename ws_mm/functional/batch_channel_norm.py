@@ -16,9 +16,10 @@ over each group's channels. So :func:`batch_channel_norm` is one
 normalization: torch's group-norm kernel with a group per channel gives the
 row moments and the normalized rows, a small computation over ``(N, C)``
 gives the map, and one pass writes ``y`` over the normalized rows. Its
-backward reduces ``grad_out`` and ``grad_out * x`` per row in one pass,
-takes them through the chain rule of that small computation, written out,
-and writes the input gradient.
+backward is group norm's backward in the channel stage's output followed by
+the channel stage's own, both from per-row sums of ``grad_out`` and
+``grad_out * x`` (one pass) and the row moments; one more pass writes the
+input gradient.
 """
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -216,59 +217,6 @@ def _map(co: _Coefficients, group_bias: Tensor) -> Tuple[Tensor, Tensor]:
     return a.flatten(1), b.flatten(1)
 
 
-def _coefficients_backward(grad_a: Tensor, grad_b: Tensor, moments: Moments,
-                           co: _Coefficients, weight: Tensor,
-                           group_weight: Tensor, batch_statistics: bool):
-    """The chain rule through :func:`_coefficients`, written out: gradients
-    w.r.t. the row moments and the four affines from those w.r.t. ``A`` and
-    ``B`` (autograd's engine would cost more than the arithmetic on these
-    small tensors)."""
-    n, c = grad_a.shape
-    g = group_weight.numel()
-    grad_a, grad_b = grad_a.view(n, g, -1), grad_b.view(n, g, -1)
-    row_mean, row_var = (t.view(n, g, -1) for t in moments)
-    per_group = grad_a.size(2)
-    # A = scale * group_scale, B = (shift - group_mean) * group_scale + ...
-    grad_group_scale = (grad_a * co.scale + grad_b * (co.shift - co.group_mean)
-                        ).sum(2, keepdim=True)
-    grad_b_sum = grad_b.sum(2, keepdim=True)
-    grad_group_bias = grad_b_sum.sum(0, keepdim=True)
-    grad_group_weight = (grad_group_scale * co.group_rstd).sum(0, keepdim=True)
-    grad_group_var = (grad_group_scale * group_weight.view(1, g, 1) *
-                      co.group_rstd.pow(3)).mul_(-0.5)
-    # group_mean: the mean of stage_mean; group_var: the mean of the stage's
-    # row variances plus that of centered**2 (whose derivative w.r.t.
-    # group_mean is 0: centered sums to 0).
-    grad_stage_mean = (2 * grad_group_var * co.centered -
-                       grad_b_sum * co.group_scale) / per_group
-    grad_stage_var = grad_group_var / per_group
-    grad_row_mean = grad_stage_mean * co.scale
-    grad_row_var = grad_stage_var * co.scale.square()
-    grad_shift = (grad_b * co.group_scale + grad_stage_mean).sum(
-        0, keepdim=True)
-    grad_scale = (grad_a * co.group_scale + grad_stage_mean * row_mean +
-                  2 * grad_stage_var * co.scale * row_var).sum(0, keepdim=True)
-    # scale = weight * rstd, shift = bias - mean * scale
-    grad_scale = grad_scale - co.mean * grad_shift
-    grad_weight = grad_scale * co.rstd
-    if batch_statistics:  # mean and var pooled from the rows, differentiated
-        grad_var = (grad_scale * weight.view(1, g, -1) *
-                    co.rstd.pow(3)).mul_(-0.5)
-        grad_mean = -co.scale * grad_shift
-        grad_row_mean = grad_row_mean + (
-            grad_mean + 2 * grad_var * (row_mean - co.mean)) / n
-        grad_row_var = grad_row_var + grad_var / n
-    return (grad_row_mean.view(n, c), grad_row_var.view(n, c),
-            grad_weight.view(c), grad_shift.view(c),
-            grad_group_weight.view(group_weight.shape),
-            grad_group_bias.view(group_weight.shape))
-
-
-def _per_row(coefficient: Tensor, x: Tensor) -> Tensor:
-    """An ``(N, C)`` coefficient shaped to broadcast over ``x`` ``(N, C, *)``."""
-    return coefficient.view(*coefficient.shape, *[1] * (x.dim() - 2))
-
-
 Channel = Union[None, Moments, Callable[[Moments], Optional[Moments]]]
 
 
@@ -302,40 +250,84 @@ def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
     return normalized.to(x.dtype), moments, channel, co
 
 
-def _row_sums(grad: Tensor, x: Tensor) -> Moments:
-    """Per row, the sums of ``grad`` and of ``grad * x`` (the gradients
-    w.r.t. ``B`` and ``A``), ``(N, C)``, in float32 or more."""
-    dtype = stats_dtype(grad)
-    grad, x = _rows(grad).to(dtype), _rows(x).to(dtype)
-    # Torch's batch-norm backward with the rows as channels, mean 0 and
-    # rstd 1 reduces both in one pass, without a product tensor.
+def _row_sums(grad: Tensor, x: Tensor, row_mean: Tensor) -> Moments:
+    """Per row of ``grad`` and ``x``, ``(N, C, L)`` rows in float32 or more,
+    the sums of ``grad`` and of ``grad * (x - row_mean)``, ``(N, C)``."""
+    # Torch's batch-norm backward with the rows as channels reduces both in
+    # one pass, without a product tensor.
     n, c, length = grad.shape
     _, sum_grad_x, sum_grad = torch.ops.aten.native_batch_norm_backward(
-        grad.reshape(1, n * c, length), x.reshape(1, n * c, length), None,
-        None, None, grad.new_zeros(n * c), grad.new_ones(n * c), True, 0.0,
+        grad.view(1, n * c, length), x.view(1, n * c, length), None, None,
+        None, row_mean.reshape(n * c), grad.new_ones(n * c), True, 0.0,
         [False, True, True])
     return sum_grad.view(n, c), sum_grad_x.view(n, c)
 
 
 def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
-              weight: Tensor, group_weight: Tensor, batch_statistics: bool,
+              group_weight: Tensor, batch_statistics: bool,
               input_grad: bool):
-    """The gradients w.r.t. ``x`` (if ``input_grad``) and the four affines:
-    the row sums, the chain rule through the coefficients, then ``a * grad``
-    plus the gradient through the row moments (d mean / dx is 1 / L and
-    d var / dx is 2 (x - mean) / L in each row)."""
-    sum_grad, sum_grad_x = _row_sums(grad, x)
-    grad_mean, grad_var, *grad_params = _coefficients_backward(
-        sum_grad_x, sum_grad, moments, co, weight, group_weight,
-        batch_statistics)
+    """The gradients w.r.t. ``x`` (if ``input_grad``) and the four affines.
+
+    With ``z = scale * x + shift`` the channel stage's output, BCN is a
+    group norm of ``z``, so its backward is group norm's backward in ``z``
+    followed by the channel stage's: a per-channel affine's, or with batch
+    statistics batch norm's. Each needs only the rows' sums of ``grad`` and
+    ``grad * x`` and their moments, so the input gradient is one pass,
+    ``A * grad + per_x * x + offset`` per row.
+    """
+    # Rows once: a gradient that is not contiguous (that of a sum is an
+    # expanded scalar) would be copied by each kernel.
+    dtype = stats_dtype(grad)
+    rows, grad = _rows(x).to(dtype), _rows(grad).to(dtype)
+    n, c, length = rows.shape
+    g = group_weight.numel()
+    row_mean, row_var = (t.view(n, g, -1) for t in moments)
+    sum_grad, sum_grad_xc = (t.view(n, g, -1)
+                             for t in _row_sums(grad, rows, row_mean))
+    # z = scale * (x - mean) + channel_bias, mean the channel statistic:
+    # per row, sum(grad * (x - mean)), and z's mean.
+    delta = row_mean - co.mean
+    channel_bias = co.shift + co.mean * co.scale
+    sum_grad_xm = torch.addcmul(sum_grad_xc, delta, sum_grad)
+    stage_mean = torch.addcmul(channel_bias, co.scale, delta)
+    # Group norm of z: grad_z = group_scale * grad + b * z + const per
+    # group of D elements, from the group's sums of grad and grad * z.
+    group_sum = sum_grad.sum(2, keepdim=True)
+    group_sum_zc = torch.addcmul(channel_bias * sum_grad, co.scale,
+                                 sum_grad_xm).sum(2, keepdim=True)
+    group_sum_zc -= co.group_mean * group_sum  # sum(grad * (z - group mean))
+    grad_group_bias = group_sum.sum(0)
+    grad_group_weight = (group_sum_zc * co.group_rstd).sum(0)
+    size = length * sum_grad.size(2)
+    b = group_sum_zc * (co.group_rstd.square() * co.group_scale / -size)
+    const = b * -co.group_mean - co.group_scale * group_sum / size
+    # Row sums of grad_z and grad_z * (x - mean), summed over the samples:
+    # the channel affine's gradients.
+    row_grad_z = co.group_scale * sum_grad + (b * stage_mean + const) * length
+    row_grad_zx = (co.group_scale * sum_grad_xm + length * (
+        b * (co.scale * (row_var + delta.square()) + channel_bias * delta)
+        + const * delta))
+    grad_shift = row_grad_z.sum(0, keepdim=True)
+    grad_weight = co.rstd * row_grad_zx.sum(0, keepdim=True)
+    grad_params = (grad_weight.view(c), grad_shift.view(c),
+                   grad_group_weight.view(group_weight.shape),
+                   grad_group_bias.view(group_weight.shape))
     if not input_grad:
         return None, grad_params
-    length = x[0, 0].numel()
-    per_x = grad_var * (2 / length)
-    offset = grad_mean / length - per_x * moments[0]
-    grad_x = torch.addcmul(_per_row(offset, x), _per_row(per_x, x), x)
-    a = (co.scale * co.group_scale).flatten(1)
-    return grad_x.addcmul_(_per_row(a, x), grad).to(x.dtype), grad_params
+    # grad_x = scale * grad_z, less with batch statistics batch norm's
+    # mean(grad_z) and x_hat * mean(grad_z * x_hat) over the channel.
+    per_x = b * co.scale
+    offset = const + b * co.shift
+    if batch_statistics:
+        count = n * length
+        k = co.rstd * grad_weight / count  # mean(grad_z * x_hat) * rstd
+        per_x = per_x - k
+        offset = offset - grad_shift / count + k * co.mean
+    per_x, offset = per_x * co.scale, offset * co.scale
+    a = co.scale * co.group_scale
+    grad_x = torch.addcmul(offset.view(n, c, 1), per_x.view(n, c, 1), rows)
+    grad_x = grad_x.addcmul_(a.view(n, c, 1), grad).to(x.dtype)
+    return grad_x.view(x.shape), grad_params
 
 
 class _BatchChannelNorm(torch.autograd.Function):
@@ -358,10 +350,9 @@ class _BatchChannelNorm(torch.autograd.Function):
         co, params = _Coefficients(*saved[:8]), saved[8:]
         if torch.is_grad_enabled():  # backward(create_graph=True)
             return _differentiable_backward(ctx, grad_out, x, params)
-        dtype = row_mean.dtype
         grad_x, grad_params = _backward(
             grad_out.reshape(x.shape), x, (row_mean, row_var), co,
-            params[0].to(dtype), params[2].to(dtype), ctx.channel is None,
+            params[2].to(row_mean.dtype), ctx.channel is None,
             ctx.needs_input_grad[0])
         grad_params = [g.to(p.dtype) if need else None for g, p, need in zip(
             grad_params, params, ctx.needs_input_grad[1:5])]
