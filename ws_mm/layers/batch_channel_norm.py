@@ -112,24 +112,25 @@ class EstimatedBatchNorm(nn.Module):
         variance (:func:`channel_stats`: of all ranks)."""
         dtype = self.running_mean.dtype
         batch_mean, batch_var = batch_mean.to(dtype), batch_var.to(dtype)
-        first = self.num_batches_tracked == 0
+        # The count read once on the host: the branches below need it there.
+        tracked = int(self.num_batches_tracked)
         # As the official code, the variance is the batch's second moment
         # around the running mean, E[(x - running_mean)^2] = var + (mean -
         # running_mean)^2: it keeps the batch-to-batch spread, without which
         # a micro-batch (one value per channel, as in ASPP's image pooling at
         # one image) would drive the estimate to 0. The first update has no
         # running mean yet: it takes the batch's own statistics.
-        if not first:
-            batch_var = batch_var + (batch_mean - self.running_mean).square()
-        if not (batch_mean.isfinite().all() and batch_var.isfinite().all()):
+        if tracked:
+            deviation = batch_mean - self.running_mean
+            batch_var = torch.addcmul(batch_var, deviation, deviation)
+        if not torch.cat((batch_mean, batch_var)).isfinite().all():
             self._skip_nonfinite_batch()
             return
-        if first:  # a copy, not a lerp: estimates that are NaN are replaced
+        if not tracked:  # a copy, not a lerp: NaN estimates are replaced
             self.running_mean.copy_(batch_mean)
             self.running_var.copy_(batch_var)
         else:
-            rate = moving_average_rate(self.momentum,
-                                       self.num_batches_tracked.to(dtype))
+            rate = moving_average_rate(self.momentum, tracked)
             self.running_mean.lerp_(batch_mean, rate)
             self.running_var.lerp_(batch_var, rate)
         self.num_batches_tracked.add_(1)
