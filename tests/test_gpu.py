@@ -27,6 +27,7 @@ from torch import nn
 import devkit  # conftest.py loads it
 from references import (ref_bcn_batch_mode, ref_channel_stats,
                         reference_ws, rel_error, rounding_tol)
+import ws_mm.layers.batch_channel_norm as bcn_module
 from ws_mm.functional import weight_standardization
 from ws_mm.layers import BatchChannelNorm, ConvWS2d
 
@@ -275,10 +276,12 @@ def test_autocast_matches_float32(device, dtype, shape, record):
 
 
 # --------------------------------------------------------------------- BCN
+@pytest.mark.parametrize('path', ['fused', 'two-stage'])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32],
                          ids=dtype_name)
 @pytest.mark.parametrize('device', DEVICES)
-def test_bcn_modes_match_float64_reference(device, dtype, record):
+def test_bcn_modes_match_float64_reference(device, dtype, path, record,
+                                           monkeypatch):
     """BCN's batch mode and estimate mode against the float64 reference, on
     one batch: batch mode in training (forward, and the input gradient);
     estimate mode's first training batch, which it normalizes by that
@@ -286,7 +289,11 @@ def test_bcn_modes_match_float64_reference(device, dtype, record):
     in evaluation with the estimates set to the batch's statistics. All
     three are the same function of that batch. Within rounding_tol over the
     longest statistic (a channel's N*H*W): near machine precision in
-    float64, below 1e-4 in float32."""
+    float64, below 1e-4 in float32. Each way the layer can compute, on
+    every device (it runs fused on CPU only, by size)."""
+    monkeypatch.setattr(bcn_module, 'FUSED_MIN_NUMEL',
+                        0 if path == 'fused' else math.inf)
+    monkeypatch.setattr(bcn_module, 'FUSED_DEVICES', (device, ))
     n, c, _, h, w = BCN_SHAPE
     tol = rounding_tol(dtype, n * h * w)
     assert tol < (1e-12 if dtype == torch.float64 else 1e-4)
@@ -494,9 +501,11 @@ def test_conv_speed_and_memory(bench, speed, record):
 @pytest.mark.gpu
 def test_norm_speed_and_memory(bench, speed, record):
     """BCN in batch and in estimate mode against GN at benchmark_speed's
-    NORM_SHAPES, training step (time and peak memory) and inference
-    (time)."""
-    pairs = [('BCN batch', 'GN'), ('BCN estimate', 'GN')]
+    NORM_SHAPES, training step (time and peak memory) and inference (time);
+    and BCN's fused form, which the layer runs on CPU only, against the
+    two stages it runs on a GPU (layers.FUSED_DEVICES)."""
+    pairs = [('BCN batch', 'GN'), ('BCN estimate', 'GN'),
+             ('BCN estimate fused', 'BCN estimate')]
     for n, c, h, w in bench.NORM_SHAPES:
         layers = {'GN': nn.GroupNorm(32, c).cuda(),
                   'BCN batch': BatchChannelNorm(c, 32, mode='batch').cuda(),
@@ -508,6 +517,8 @@ def test_norm_speed_and_memory(bench, speed, record):
             for layer in layers.values():
                 layer.train(mode == 'train')
             steps = {k: make(m, x) for k, m in layers.items()}
+            steps['BCN estimate fused'] = bench.fused_from(
+                steps['BCN estimate'], 0, ('cuda',))
             label = f'{n}x{c}x{h}x{w} {mode}'
             record_all(record, label, time_ratios(bench, speed, steps, pairs))
             if mode == 'train':

@@ -20,7 +20,7 @@ time, and the memory autograd keeps for the backward (``saved_bytes``);
 against ours; ``norm``, BCN vs
 GN vs BN, BCN estimate also forced to run as two stages, beside the floor
 of its fused form's passes over the activations (``BCNKernelsOnly``);
-``rule``, BCN's fused form against its two stages in training, by row
+``rule``, BCN's fused form against its two stages in training and eval, by row
 length and size (where the layer should choose which); ``model``, one
 training iteration and inference of
 Mask R-CNN R-50-FPN and DeepLabV3 R-50-D8 with GN+WS vs GN vs BN vs BCN+WS
@@ -320,13 +320,14 @@ class _BCNKernels(torch.autograd.Function):
     def backward(ctx, grad):
         x, rstd = ctx.saved_tensors
         n, c = x.shape[:2]
-        grad = grad.reshape(x.shape)
+        rows, grad = x.reshape(n, c, -1), grad.reshape(n, c, -1).contiguous()
         ones = rstd.view(-1)
         torch.ops.aten.native_batch_norm_backward(
-            grad.reshape(1, n * c, -1), x.reshape(1, n * c, -1), None, None,
+            grad.view(1, n * c, -1), rows.view(1, n * c, -1), None, None,
             None, ones, ones, True, 0.0, [False, True, True])
-        per_row = rstd.view(n, c, *[1] * (x.dim() - 2))
-        return torch.addcmul(per_row, per_row, x).addcmul_(per_row, grad)
+        per_row = rstd.view(n, c, 1)
+        return torch.addcmul(per_row, per_row, rows).addcmul_(
+            per_row, grad).view(x.shape)
 
 
 class BCNKernelsOnly(nn.Module):
@@ -339,16 +340,17 @@ class BCNKernelsOnly(nn.Module):
         return _bcn_kernels_forward(x)[0].view(x.shape)
 
 
-def fused_from(step, numel):
+def fused_from(step, numel, devices=None):
     """``step`` with BCN computing fused from inputs of ``numel`` elements
-    (0: always, inf: never, as without gradients)."""
+    (0: always, inf: never) on ``devices`` (by default the layer's)."""
     def run():
-        default = bcn_layers.FUSED_MIN_NUMEL
+        default = bcn_layers.FUSED_MIN_NUMEL, bcn_layers.FUSED_DEVICES
         bcn_layers.FUSED_MIN_NUMEL = numel
+        bcn_layers.FUSED_DEVICES = devices or default[1]
         try:
             step()
         finally:
-            bcn_layers.FUSED_MIN_NUMEL = default
+            bcn_layers.FUSED_MIN_NUMEL, bcn_layers.FUSED_DEVICES = default
     return run
 
 
@@ -386,22 +388,26 @@ RULE_SHAPES = [(8, 256, 7, 7), (32, 256, 7, 7), (48, 256, 7, 7),
                (12, 256, 14, 14), (8, 1024, 14, 14), (2, 256, 28, 28),
                (3, 256, 28, 28), (8, 256, 28, 28), (2, 64, 56, 56),
                (2, 96, 56, 56), (2, 256, 56, 56), (1, 64, 112, 112)]
-RULE_TITLE = "BCN's fused form vs its two stages, training, by row length"
+RULE_TITLE = "BCN's fused form vs its two stages, by row length and size"
 
 
 def rule_tables(rounds, min_seconds):
     """Where BCN should run fused: the fused form against the two stages at
-    RULE_SHAPES, in both modes (training; eval always runs two stages)."""
+    RULE_SHAPES, in both modes, training and eval."""
     rows = []
     for n, c, h, w in RULE_SHAPES:
         x = torch.randn(n, c, h, w, requires_grad=True)
         for mode in BatchChannelNorm.MODES:
-            step = train_step(BatchChannelNorm(c, 32, mode=mode).train(), x)
-            t = time_side_by_side({'two stages': two_stages(step),
-                                   'fused': fused_from(step, 0)},
-                                  rounds, min_seconds)
-            rows.append((f'{n}x{c}x{h}x{w}: row {h * w}, '
-                         f'2^{math.log2(x.numel()):.1f}', mode, t))
+            layer = BatchChannelNorm(c, 32, mode=mode)
+            for phase, make in (('train', train_step), ('eval', eval_step)):
+                layer.train(phase == 'train')
+                step = make(layer, x)
+                t = time_side_by_side({'two stages': two_stages(step),
+                                       'fused': fused_from(step, 0)},
+                                      rounds, min_seconds)
+                rows.append((f'{n}x{c}x{h}x{w}: row {h * w}, '
+                             f'2^{math.log2(x.numel()):.1f}',
+                             f'{mode}, {phase}', t))
     return {RULE_TITLE: rows}
 
 
@@ -489,7 +495,8 @@ def peak_memory_mb(name, norm, size):
     more to the OS when it is freed, and the peak follows the live tensors
     (repeat runs agree within 1 MB).
     """
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536')
+    env = {k: v for k, v in os.environ.items() if k not in KEPT_HEAP}
+    env['MALLOC_MMAP_THRESHOLD_'] = '65536'
     out = subprocess.run(
         [sys.executable, __file__, '--memory-of', name, norm, str(size)],
         capture_output=True, text=True, check=True, env=env).stdout
@@ -650,6 +657,14 @@ def markdown(title, rows, pairs=()):
     return '\n'.join(lines) + '\n'
 
 
+# glibc malloc settings for the timings: freed blocks of up to 32 MB stay in
+# the heap and the heap is not trimmed, as in a training loop's steady state.
+# With the defaults the thresholds grow as the run goes, so the first shapes
+# pay page faults for every new tensor that later ones do not.
+KEPT_HEAP = {'MALLOC_MMAP_THRESHOLD_': str(32 << 20),
+             'MALLOC_TRIM_THRESHOLD_': str(1 << 40)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--threads', type=int, default=2)
@@ -672,6 +687,9 @@ def main():
     if args.memory_of:
         measure_memory(*args.memory_of)
         return
+    if any(os.environ.get(k) != v for k, v in KEPT_HEAP.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  dict(os.environ, **KEPT_HEAP))
 
     header = (f'torch {torch.__version__}, {args.threads} threads, '
               f'{args.rounds} interleaved rounds; ratio to the first column '

@@ -200,10 +200,13 @@ def _batch_norm_statistics(bn: _BatchNorm, x: Tensor, moments):
 
 
 # The fused form saves passes over the activations in a training step and
-# costs (N, C) arithmetic in Python: on CPU it is the faster above about
-# this size, the two stages below it and without gradients (the norm table
-# of tools/benchmark_speed.py times both, docs/benchmarks.md).
-FUSED_MIN_NUMEL = 1 << 18
+# costs (N, C) arithmetic in Python: on CPU it is the faster from about this
+# size (2^19.6) whatever the row length, the two stages below it and without
+# gradients (the rule table of tools/benchmark_speed.py, docs/benchmarks.md).
+# On a GPU each of its small ops costs a kernel launch: it runs there only
+# once measured faster (tests/test_gpu.py times both).
+FUSED_MIN_NUMEL = 3 << 18
+FUSED_DEVICES = ('cpu',)
 
 
 class BatchChannelNorm(nn.Module):
@@ -214,7 +217,7 @@ class BatchChannelNorm(nn.Module):
     group normalization of each sample over ``num_groups`` groups with a
     per-group affine ``weight`` / ``bias`` of shape ``(1, G, 1)`` (initialized
     to 1 / 0; biased variance, eps inside the square root), as in the
-    official code. In a training step on a large input both stages run as
+    official code. In a training step on a large CPU input both stages run as
     one normalization (:func:`~ws_mm.functional.batch_channel_norm`), with
     ``pbn`` holding the first stage's parameters and statistics and updating
     them; otherwise (and with an ``nn.SyncBatchNorm`` stage) as two, with the
@@ -300,9 +303,12 @@ class BatchChannelNorm(nn.Module):
     def _runs_fused(self, x: Tensor) -> bool:
         """Whether this call runs as one normalization rather than as its
         two stages (the same results): in a step that computes gradients,
-        on an input of at least ``FUSED_MIN_NUMEL`` elements, and not with
-        an ``nn.SyncBatchNorm`` stage (its collective is its own)."""
-        return (x.numel() >= FUSED_MIN_NUMEL and torch.is_grad_enabled()
+        on an input of at least ``FUSED_MIN_NUMEL`` elements on a device of
+        ``FUSED_DEVICES``, and not with an ``nn.SyncBatchNorm`` stage (its
+        collective is its own)."""
+        return (x.numel() >= FUSED_MIN_NUMEL
+                and x.device.type in FUSED_DEVICES
+                and torch.is_grad_enabled()
                 and (x.requires_grad or self.weight.requires_grad)
                 and not isinstance(self.pbn, nn.SyncBatchNorm))
 
