@@ -20,6 +20,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['ws_mm', 'ws_mm.*']),
+    # BCN's CPU kernels, built on first use (ws_mm/functional/row_kernels.py)
+    package_data={'ws_mm.functional': ['row_kernels.cpp']},
     python_requires='>=3.10',  # tested on 3.11 (tools/setup_env.sh)
     install_requires=[
         # 2.0 and 2.1: what OpenMMLab's prebuilt mmcv 2.1.0 wheels cover
@@ -29,6 +31,8 @@ setup(
         'mmengine>=0.10.0,<1.0.0',
         # mmdet 3.3 and mmseg 1.2 assert mmcv < 2.2.0.
         'mmcv>=2.0.0,<2.2.0',
+        # torch's extension loader builds BCN's CPU kernels with it
+        'ninja',
     ],
     extras_require={
         'det': ['mmdet>=3.0.0,<3.4.0', 'pycocotools>=2.0.8'],

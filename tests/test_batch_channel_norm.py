@@ -21,6 +21,7 @@ from ws_mm.functional.batch_channel_norm import (batch_channel_norm,
                                                  group_norm_group_affine,
                                                  moving_average_rate)
 import ws_mm.layers.batch_channel_norm as bcn_module
+from ws_mm.functional import row_kernels
 from ws_mm.layers.batch_channel_norm import (BatchChannelNorm,
                                              EstimatedBatchNorm)
 from references import RefBCN, ref_bcn, ref_channel_stats, rounding_tol
@@ -29,13 +30,15 @@ EPS = 1e-5
 EPS32 = torch.finfo(torch.float32).eps
 
 
-@pytest.fixture(autouse=True, params=['fused', 'two-stage'])
+@pytest.fixture(autouse=True, params=['fused', 'fused-torch', 'two-stage'])
 def path(request, monkeypatch):
-    """Every test runs both ways a BCN computes, whatever its input's size:
-    as one normalization (where gradients are computed) and as its two
-    stages."""
+    """Every test runs each way a BCN computes, whatever its input's size:
+    as one normalization (where gradients are computed), with its C++ passes
+    and with torch's kernels, and as its two stages."""
     monkeypatch.setattr(bcn_module, 'FUSED_MIN_NUMEL',
-                        0 if request.param == 'fused' else math.inf)
+                        math.inf if request.param == 'two-stage' else 0)
+    monkeypatch.setattr(row_kernels, 'USE_COMPILED',
+                        request.param == 'fused')
     return request.param
 
 

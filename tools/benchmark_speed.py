@@ -47,7 +47,8 @@ from mmcv.cnn.bricks.conv_ws import ConvWS2d as MMCVConvWS2d
 from torch import nn
 
 from ws_mm import fold_weight_standardization
-from ws_mm.functional import filter_rows, get_ws_variant
+from ws_mm.functional import (batch_channel_norm, filter_rows,
+                              get_ws_variant, row_kernels)
 from ws_mm.functional.weight_standardization import (
     _restandardize_rows, _standardize_rows, _standardize_rows_backward,
     _workspace)
@@ -292,52 +293,43 @@ def kernel_tables(rounds, min_seconds):
 
 
 def _bcn_kernels_forward(x):
-    n, c = x.shape[:2]
-    rows = x.reshape(n, c, -1)
-    out, _, rstd = torch.ops.aten.native_group_norm(
-        rows, None, None, n, c, rows.size(2), c, 1e-5)
-    flat, ones = out.view(1, n * c, -1), rstd.view(-1)
-    torch.ops.aten.native_batch_norm.out(
-        flat, ones, ones, ones, ones, False, 0.0, 0.0, out=flat,
-        save_mean=flat.new_empty(0), save_invstd=flat.new_empty(0))
-    return out, rstd
+    rows = x.reshape(x.size(0) * x.size(1), -1)
+    passes = row_kernels.kernels(rows)
+    mean, var = passes.row_moments(rows)
+    return passes.row_affine(rows, mean, var, mean).view(x.shape), mean, var
 
 
 class _BCNKernels(torch.autograd.Function):
-    """Not BCN: the passes over the activations that BCN's fused form makes,
-    through the same torch kernels, without its (N, C) arithmetic. Forward:
-    group norm with a group per channel, then the batch-norm kernel's affine
-    in place; backward: the batch-norm backward's row sums, then two
-    multiply-adds writing the input gradient."""
+    """Not BCN: the passes over the activations that BCN's fused form makes
+    (``ws_mm.functional.row_kernels``, on the same tensors), without its
+    (N, C) arithmetic: the rows' moments and a per-row affine; the
+    backward's row sums and input gradient."""
 
     @staticmethod
     def forward(ctx, x):
-        out, rstd = _bcn_kernels_forward(x)
-        ctx.save_for_backward(x, rstd)
+        out, mean, var = _bcn_kernels_forward(x)
+        ctx.save_for_backward(x, mean, var)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, rstd = ctx.saved_tensors
-        n, c = x.shape[:2]
-        rows, grad = x.reshape(n, c, -1), grad.reshape(n, c, -1).contiguous()
-        ones = rstd.view(-1)
-        torch.ops.aten.native_batch_norm_backward(
-            grad.view(1, n * c, -1), rows.view(1, n * c, -1), None, None,
-            None, ones, ones, True, 0.0, [False, True, True])
-        per_row = rstd.view(n, c, 1)
-        return torch.addcmul(per_row, per_row, rows).addcmul_(
-            per_row, grad).view(x.shape)
+        x, mean, var = ctx.saved_tensors
+        rows = x.reshape(mean.numel(), -1)
+        grad = grad.reshape(rows.shape).contiguous()
+        passes = row_kernels.kernels(rows)
+        passes.row_sums(grad, rows, mean)
+        return passes.grad_rows(grad, rows, mean, var, mean,
+                                var).view(x.shape)
 
 
 class BCNKernelsOnly(nn.Module):
     """:class:`_BCNKernels` as a layer: the floor of BCN's fused form with
-    torch's kernels, the rest being its (N, C) arithmetic in Python."""
+    its kernels, the rest being its (N, C) arithmetic in Python."""
 
     def forward(self, x):
         if torch.is_grad_enabled() and x.requires_grad:
-            return _BCNKernels.apply(x).view(x.shape)
-        return _bcn_kernels_forward(x)[0].view(x.shape)
+            return _BCNKernels.apply(x)
+        return _bcn_kernels_forward(x)[0]
 
 
 def fused_from(step, numel, devices=None):
@@ -391,6 +383,19 @@ RULE_SHAPES = [(8, 256, 7, 7), (32, 256, 7, 7), (48, 256, 7, 7),
 RULE_TITLE = "BCN's fused form vs its two stages, by row length and size"
 
 
+def fused_eval(layer, x):
+    """An eval step of BCN ``layer``'s fused form, which the layer runs only
+    with gradients: the functional form with its running statistics."""
+    pbn = layer.pbn
+
+    def run():
+        with torch.no_grad():
+            batch_channel_norm(x, pbn.weight, pbn.bias, layer.weight,
+                               layer.bias, layer.eps,
+                               (pbn.running_mean, pbn.running_var))
+    return run
+
+
 def rule_tables(rounds, min_seconds):
     """Where BCN should run fused: the fused form against the two stages at
     RULE_SHAPES, in both modes, training and eval."""
@@ -399,12 +404,16 @@ def rule_tables(rounds, min_seconds):
         x = torch.randn(n, c, h, w, requires_grad=True)
         for mode in BatchChannelNorm.MODES:
             layer = BatchChannelNorm(c, 32, mode=mode)
-            for phase, make in (('train', train_step), ('eval', eval_step)):
+            for phase in ('train', 'eval'):
                 layer.train(phase == 'train')
-                step = make(layer, x)
-                t = time_side_by_side({'two stages': two_stages(step),
-                                       'fused': fused_from(step, 0)},
-                                      rounds, min_seconds)
+                if phase == 'train':
+                    step = train_step(layer, x)
+                    steps = {'two stages': two_stages(step),
+                             'fused': fused_from(step, 0)}
+                else:
+                    steps = {'two stages': eval_step(layer, x),
+                             'fused': fused_eval(layer, x)}
+                t = time_side_by_side(steps, rounds, min_seconds)
                 rows.append((f'{n}x{c}x{h}x{w}: row {h * w}, '
                              f'2^{math.log2(x.numel()):.1f}',
                              f'{mode}, {phase}', t))

@@ -6,7 +6,8 @@ the number of all_reduce calls the step made, to OUT_DIR/rank{RANK}.pt.
 
     torchrun --nproc_per_node=2 bcn_one_step.py OUT_DIR DTYPE PATH
 
-PATH: 'fused' or 'two-stage', how the BCN computes.
+PATH: 'fused' (C++ passes), 'fused-torch' (torch's kernels) or 'two-stage',
+how the BCN computes.
 """
 import sys
 from datetime import timedelta
@@ -15,13 +16,16 @@ import torch
 import torch.distributed as dist
 
 import ws_mm.layers.batch_channel_norm as bcn_module
+from ws_mm.functional import row_kernels
 from ws_mm.layers import BatchChannelNorm
 from ws_mm import destroy_process_group
 
 STEPS = 2
 
 out_dir, dtype = sys.argv[1], getattr(torch, sys.argv[2])
-bcn_module.FUSED_MIN_NUMEL = 0 if sys.argv[3] == 'fused' else float('inf')
+bcn_module.FUSED_MIN_NUMEL = (float('inf') if sys.argv[3] == 'two-stage'
+                              else 0)
+row_kernels.USE_COMPILED = sys.argv[3] == 'fused'
 torch.set_num_threads(1)
 dist.init_process_group('gloo', timeout=timedelta(seconds=60))
 rank = dist.get_rank()

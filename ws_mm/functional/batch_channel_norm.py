@@ -13,13 +13,12 @@ only through the mean and variance of each row: the channel stage's batch
 statistics are averages of them over the samples, and the group stage's
 statistics of the channel stage's output are averages of their affine images
 over each group's channels. So :func:`batch_channel_norm` is one
-normalization: torch's group-norm kernel with a group per channel gives the
-row moments and the normalized rows, a small computation over ``(N, C)``
-gives the map, and one pass writes ``y`` over the normalized rows. Its
-backward is group norm's backward in the channel stage's output followed by
-the channel stage's own, both from per-row sums of ``grad_out`` and
-``grad_out * x`` (one pass) and the row moments; one more pass writes the
-input gradient.
+normalization: one pass gives the rows' moments, a small computation over
+``(N, C)`` gives the map, and one pass writes ``y``. Its backward is group
+norm's backward in the channel stage's output followed by the channel
+stage's own, both from per-row sums of ``grad_out`` and ``grad_out * x``
+(one pass) and the row moments; one more pass writes the input gradient.
+The passes are :mod:`ws_mm.functional.row_kernels`.
 """
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -27,6 +26,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+
+from . import row_kernels
 
 Moments = Tuple[Tensor, Tensor]
 
@@ -44,34 +45,20 @@ def stats_dtype(x: Tensor) -> torch.dtype:
 
 
 def _rows(x: Tensor) -> Tensor:
-    """``x`` of shape ``(N, C, *)`` as contiguous ``(N, C, L)`` rows, L the
-    product of ``*`` (a copy if ``x`` is laid out otherwise, channels_last
-    say: torch's kernels below take rows)."""
-    return x.reshape(x.size(0), x.size(1), -1).contiguous()
-
-
-def _normalized_rows(x: Tensor, eps: float):
-    """``x``'s ``(sample, channel)`` rows, ``(N, C, L)``, normalized, with
-    their means, biased variances and ``1 / sqrt(var + eps)``, ``(N, C)``.
-
-    Torch's group-norm kernel with one group per channel: one pass for the
-    moments and one writing the rows, each row while it is in cache; BCN's
-    output is then written over the normalized rows. In :func:`stats_dtype`.
-    """
-    rows = _rows(x).to(stats_dtype(x))
-    n, c, length = rows.shape
-    normalized, mean, rstd = torch.ops.aten.native_group_norm(
-        rows, None, None, n, c, length, c, eps)
-    # rstd**-2 is var + eps to rounding; a constant row's rstd is inf at eps 0
-    var = rstd.pow(-2).sub_(eps).clamp_(min=0)
-    return normalized, mean, var, rstd
+    """``x`` of shape ``(N, C, *)`` as contiguous ``(N * C, L)`` rows in
+    :func:`stats_dtype`, L the product of ``*`` (a copy if ``x`` is laid
+    out otherwise, channels_last say, or of another dtype)."""
+    return x.reshape(x.size(0) * x.size(1), -1).contiguous().to(
+        stats_dtype(x))
 
 
 @torch.no_grad()
 def sample_channel_moments(x: Tensor) -> Moments:
     """Mean and biased variance of each ``(sample, channel)`` row of ``x``,
     of shape ``(N, C)``, in :func:`stats_dtype`; no gradient is recorded."""
-    return _normalized_rows(x, 0.0)[1:3]
+    rows = _rows(x)
+    mean, var = row_kernels.kernels(rows).row_moments(rows)
+    return mean.view(x.shape[:2]), var.view(x.shape[:2])
 
 
 def pool_moments(mean: Tensor, var: Tensor) -> Moments:
@@ -222,45 +209,25 @@ Channel = Union[None, Moments, Callable[[Moments], Optional[Moments]]]
 
 def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
              eps: float):
-    """BCN's output rows ``(N, C, L)`` (in ``x``'s dtype), and the row
+    """BCN's output rows ``(N * C, L)`` (in ``x``'s dtype), and the row
     moments and coefficients they were computed with."""
-    normalized, row_mean, row_var, rstd = _normalized_rows(x, eps)
-    moments = (row_mean, row_var)
+    rows = _rows(x)
+    passes = row_kernels.kernels(rows)
+    moments = tuple(t.view(x.shape[:2]) for t in passes.row_moments(rows))
     if callable(channel):
         channel = channel(moments)
-    dtype = row_mean.dtype
+    dtype = rows.dtype
     if channel is not None:
         channel = tuple(t.to(dtype) for t in channel)
     weight, bias, group_weight, group_bias = (p.to(dtype) for p in params)
     co = _coefficients(moments, channel, weight, bias, group_weight, eps)
-    # A * x + B = normalized * (A / rstd) + (A * mean + B), and A * mean + B
-    # = group_scale * centered + group_bias: torch's batch-norm kernel in
-    # eval mode is a per-channel affine; with the rows as channels it writes
-    # over the normalized rows.
-    n, c, length = normalized.shape
-    g = group_weight.numel()
-    flat = normalized.view(1, n * c, length)
-    empty = flat.new_empty(0)
-    torch.ops.aten.native_batch_norm.out(
-        flat, (co.scale / rstd.view(n, g, -1)).mul_(co.group_scale).view(-1),
-        torch.addcmul(group_bias.view(1, g, 1), co.group_scale,
-                      co.centered).view(-1),
-        flat.new_zeros(n * c), flat.new_ones(n * c), False, 0.0, 0.0,
-        out=flat, save_mean=empty, save_invstd=empty)
-    return normalized.to(x.dtype), moments, channel, co
-
-
-def _row_sums(grad: Tensor, x: Tensor, row_mean: Tensor) -> Moments:
-    """Per row of ``grad`` and ``x``, ``(N, C, L)`` rows in float32 or more,
-    the sums of ``grad`` and of ``grad * (x - row_mean)``, ``(N, C)``."""
-    # Torch's batch-norm backward with the rows as channels reduces both in
-    # one pass, without a product tensor.
-    n, c, length = grad.shape
-    _, sum_grad_x, sum_grad = torch.ops.aten.native_batch_norm_backward(
-        grad.view(1, n * c, length), x.view(1, n * c, length), None, None,
-        None, row_mean.reshape(n * c), grad.new_ones(n * c), True, 0.0,
-        [False, True, True])
-    return sum_grad.view(n, c), sum_grad_x.view(n, c)
+    # A * x + B = A * (x - row mean) + (A * row mean + B), and the latter is
+    # group_scale * centered + group_bias.
+    a = co.scale * co.group_scale
+    b = torch.addcmul(group_bias.view(1, -1, 1), co.group_scale, co.centered)
+    out = passes.row_affine(rows, moments[0].reshape(-1), a.reshape(-1),
+                            b.reshape(-1))
+    return out.to(x.dtype), moments, channel, co
 
 
 def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
@@ -272,18 +239,18 @@ def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
     group norm of ``z``, so its backward is group norm's backward in ``z``
     followed by the channel stage's: a per-channel affine's, or with batch
     statistics batch norm's. Each needs only the rows' sums of ``grad`` and
-    ``grad * x`` and their moments, so the input gradient is one pass,
-    ``A * grad + per_x * x + offset`` per row.
+    ``grad * x`` and their moments, so the input gradient is one pass.
     """
     # Rows once: a gradient that is not contiguous (that of a sum is an
-    # expanded scalar) would be copied by each kernel.
-    dtype = stats_dtype(grad)
-    rows, grad = _rows(x).to(dtype), _rows(grad).to(dtype)
-    n, c, length = rows.shape
+    # expanded scalar) would be copied by each pass.
+    rows, grad = _rows(x), _rows(grad)
+    passes = row_kernels.kernels(rows)
+    n, c = x.shape[:2]
+    length = rows.size(1)
     g = group_weight.numel()
     row_mean, row_var = (t.view(n, g, -1) for t in moments)
-    sum_grad, sum_grad_xc = (t.view(n, g, -1)
-                             for t in _row_sums(grad, rows, row_mean))
+    sum_grad, sum_grad_xc = (t.view(n, g, -1) for t in passes.row_sums(
+        grad, rows, moments[0].reshape(-1)))
     # z = scale * (x - mean) + channel_bias, mean the channel statistic:
     # per row, sum(grad * (x - mean)), and z's mean.
     delta = row_mean - co.mean
@@ -315,25 +282,25 @@ def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
     if not input_grad:
         return None, grad_params
     # grad_x = scale * grad_z, less with batch statistics batch norm's
-    # mean(grad_z) and x_hat * mean(grad_z * x_hat) over the channel.
-    per_x = b * co.scale
-    offset = const + b * co.shift
+    # mean(grad_z) and x_hat * mean(grad_z * x_hat) over the channel: per
+    # row, a * grad + p * (x - row mean) + q.
+    p, q = b * co.scale, b * stage_mean + const
     if batch_statistics:
         count = n * length
         k = co.rstd * grad_weight / count  # mean(grad_z * x_hat) * rstd
-        per_x = per_x - k
-        offset = offset - grad_shift / count + k * co.mean
-    per_x, offset = per_x * co.scale, offset * co.scale
+        p = p - k
+        q = q - grad_shift / count - k * delta
     a = co.scale * co.group_scale
-    grad_x = torch.addcmul(offset.view(n, c, 1), per_x.view(n, c, 1), rows)
-    grad_x = grad_x.addcmul_(a.view(n, c, 1), grad).to(x.dtype)
-    return grad_x.view(x.shape), grad_params
+    grad_x = passes.grad_rows(grad, rows, moments[0].reshape(-1),
+                              a.reshape(-1), (p * co.scale).reshape(-1),
+                              (q * co.scale).reshape(-1))
+    return grad_x.to(x.dtype).view(x.shape), grad_params
 
 
 class _BatchChannelNorm(torch.autograd.Function):
     """:func:`_forward`, with the backward of :func:`_backward`. The output
-    is ``(N, C, L)``; the caller views it in ``x``'s shape (a view made here
-    could not be modified in place)."""
+    is ``(N * C, L)``; the caller views it in ``x``'s shape (a view made
+    here could not be modified in place)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, group_weight, group_bias, channel, eps):
@@ -363,7 +330,7 @@ def _differentiable_backward(ctx, grad_out, x, params):
     """The same gradients, recorded by autograd (the forward recomputed from
     differentiable moments), so that they can be differentiated again."""
     needs = ctx.needs_input_grad[:5]
-    rows = _rows(x).to(stats_dtype(x))
+    rows = _rows(x).view(*x.shape[:2], -1)
     row_var, row_mean = torch.var_mean(rows, dim=2, correction=0)
     weight, bias, group_weight, group_bias = (p.to(row_mean.dtype)
                                               for p in params)

@@ -201,11 +201,11 @@ def _batch_norm_statistics(bn: _BatchNorm, x: Tensor, moments):
 
 # The fused form saves passes over the activations in a training step and
 # costs (N, C) arithmetic in Python: on CPU it is the faster from about this
-# size (2^19.6) whatever the row length, the two stages below it and without
+# size whatever the row length, the two stages below it and without
 # gradients (the rule table of tools/benchmark_speed.py, docs/benchmarks.md).
 # On a GPU each of its small ops costs a kernel launch: it runs there only
 # once measured faster (tests/test_gpu.py times both).
-FUSED_MIN_NUMEL = 3 << 18
+FUSED_MIN_NUMEL = 1 << 19
 FUSED_DEVICES = ('cpu',)
 
 

@@ -1,0 +1,123 @@
+"""BCN's passes over its input's ``(sample, channel)`` rows.
+
+:func:`~ws_mm.functional.batch_channel_norm` reads and writes activations
+only through these four: the rows' moments, a per-row affine, the
+backward's row sums and the input gradient. Rows are contiguous ``(R, L)``
+tensors of the statistics' dtype, per-row coefficients ``(R,)`` tensors.
+
+On CPU they run as ``row_kernels.cpp``, which torch's extension loader
+builds on first use (a C++ compiler and ninja; once per torch version, in
+torch's extension cache): each pass reads a row while it is in cache and
+writes at most one tensor. On a GPU, or if that build fails (a warning
+says why), :class:`TorchKernels` computes the same with torch's own kernels,
+an extra write per step.
+"""
+import functools
+import re
+import warnings
+from pathlib import Path
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+# Whether the C++ passes are used where they apply (tests and benchmarks
+# switch it off to compare).
+USE_COMPILED = True
+
+
+def _affine(rows: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``weight * rows + bias`` per row: torch's batch-norm kernel in eval
+    mode with the rows as channels, one pass (a multiply-add broadcasting
+    its coefficients is slower on CPU)."""
+    count, length = rows.shape
+    flat, out, empty = rows.view(1, count, length), torch.empty_like(
+        rows), rows.new_empty(0)
+    # written into out: a view of the kernel's output, returned from
+    # BCN's autograd Function, could not be modified in place
+    torch.ops.aten.native_batch_norm.out(
+        flat, weight, bias, flat.new_zeros(count), flat.new_ones(count),
+        False, 0.0, 0.0, out=out.view(1, count, length), save_mean=empty,
+        save_invstd=empty)
+    return out
+
+
+class TorchKernels:
+    """The four passes with torch's kernels, on any device and dtype."""
+
+    @staticmethod
+    def row_moments(rows: Tensor) -> Tuple[Tensor, Tensor]:
+        """Mean and biased variance of each row."""
+        count, length = rows.shape
+        # group norm with a group per row; its normalized rows are dropped
+        _, mean, rstd = torch.ops.aten.native_group_norm(
+            rows.view(1, count, length), None, None, 1, count, length, count,
+            0.0)
+        return mean.view(count), rstd.view(count).pow(-2)
+
+    @staticmethod
+    def row_affine(rows: Tensor, mean: Tensor, a: Tensor,
+                   b: Tensor) -> Tensor:
+        """``a * (rows - mean) + b`` per row."""
+        return _affine(rows, a, torch.addcmul(b, a, mean, value=-1))
+
+    @staticmethod
+    def row_sums(grad: Tensor, rows: Tensor,
+                 mean: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per row, the sums of ``grad`` and of ``grad * (rows - mean)``."""
+        # batch norm's backward with the rows as channels: one pass, no
+        # product tensor
+        count, length = rows.shape
+        _, sum_grad_x, sum_grad = torch.ops.aten.native_batch_norm_backward(
+            grad.view(1, count, length), rows.view(1, count, length), None,
+            None, None, mean, grad.new_ones(count), True, 0.0,
+            [False, True, True])
+        return sum_grad, sum_grad_x
+
+    @staticmethod
+    def grad_rows(grad: Tensor, rows: Tensor, mean: Tensor, a: Tensor,
+                  p: Tensor, q: Tensor) -> Tensor:
+        """``a * grad + p * (rows - mean) + q`` per row."""
+        return TorchKernels.row_affine(rows, mean, p, q).addcmul_(
+            a[:, None], grad)
+
+
+def _vector_flags():
+    """AVX2 where torch found it on this CPU (torch >= 2.1 says), else the
+    compiler's default: a build is only loaded where its flags run."""
+    capability = getattr(getattr(torch.backends, 'cpu', None),
+                         'get_cpu_capability', lambda: 'DEFAULT')()
+    return ['-mavx2', '-mfma'] if capability in ('AVX2', 'AVX512') else []
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled():
+    """``row_kernels.cpp`` built and loaded, or ``None`` with a warning."""
+    from torch.utils.cpp_extension import load
+
+    flags = _vector_flags()
+    # one build per torch version and flags: torch's extension cache is
+    # shared by environments (and by machines with a shared home)
+    name = re.sub(r'\W', '_', '_'.join(
+        ['ws_mm_row_kernels', torch.__version__, *flags]))
+    try:
+        return load(name, [str(Path(__file__).with_suffix('.cpp'))],
+                    extra_cflags=['-O3', '-fopenmp', *flags],
+                    extra_ldflags=['-fopenmp'], verbose=False)
+    except Exception as error:  # no compiler, no ninja, a failed build
+        reason = (str(error).strip().splitlines() or [type(error).__name__])
+        warnings.warn(
+            f'ws_mm: BatchChannelNorm runs on torch kernels, slower: its CPU '
+            f'kernels (ws_mm/functional/row_kernels.cpp) did not build: '
+            f'{reason[0][:300]}. They need a C++ compiler and ninja (pip '
+            f'install ninja).')
+        return None
+
+
+def kernels(rows: Tensor):
+    """The passes for ``rows``: the C++ ones for CPU float32 / float64
+    rows, if built; :class:`TorchKernels` otherwise."""
+    if (USE_COMPILED and rows.device.type == 'cpu'
+            and rows.dtype in (torch.float32, torch.float64)):
+        return _compiled() or TorchKernels
+    return TorchKernels
