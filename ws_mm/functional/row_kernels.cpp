@@ -9,13 +9,15 @@
 
 namespace {
 
-// Calls f(r, offset of row r) for every row, rows split among threads.
+// Calls f(r, offset of row r) for every row, the rows split among torch's
+// intra-op threads: at::get_num_threads, since this file's OpenMP runtime
+// may not be torch's (torch 2.0.1's wheel bundles its own under another
+// name; 2.13's bundles libgomp.so.1, which this file then shares).
 template <typename F>
 void for_rows(int64_t count, int64_t length, const F& f) {
-  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, length));
-  at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) f(r, r * length);
-  });
+  const int threads = count * length < 32768 ? 1 : at::get_num_threads();
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t r = 0; r < count; ++r) f(r, r * length);
 }
 
 // Sums of f(i) over a row, vectorized in T within blocks of 256 elements,
