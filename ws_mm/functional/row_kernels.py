@@ -31,14 +31,14 @@ def _affine(rows: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     mode with the rows as channels, one pass (a multiply-add broadcasting
     its coefficients is slower on CPU)."""
     count, length = rows.shape
-    flat, out, empty = rows.view(1, count, length), torch.empty_like(
-        rows), rows.new_empty(0)
-    # written into out: a view of the kernel's output, returned from
-    # BCN's autograd Function, could not be modified in place
+    out = torch.empty_like(rows)
+    # into out: a view of the kernel's own output, returned from BCN's
+    # autograd Function, could not be modified in place
     torch.ops.aten.native_batch_norm.out(
-        flat, weight, bias, flat.new_zeros(count), flat.new_ones(count),
-        False, 0.0, 0.0, out=out.view(1, count, length), save_mean=empty,
-        save_invstd=empty)
+        rows.view(1, count, length), weight, bias, rows.new_zeros(count),
+        rows.new_ones(count), False, 0.0, 0.0,
+        out=out.view(1, count, length), save_mean=rows.new_empty(0),
+        save_invstd=rows.new_empty(0))
     return out
 
 
