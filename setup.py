@@ -20,8 +20,8 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     packages=find_packages(include=['ws_mm', 'ws_mm.*']),
-    # BCN's CPU kernels, built on first use (ws_mm/functional/row_kernels.py)
-    package_data={'ws_mm.functional': ['row_kernels.cpp']},
+    # BCN's CPU kernels, built on first use (ws_mm/functional/bcn_kernels.py)
+    package_data={'ws_mm.functional': ['bcn_kernels.cpp']},
     python_requires='>=3.10',  # tested on 3.11 (tools/setup_env.sh)
     install_requires=[
         # 2.0 and 2.1: what OpenMMLab's prebuilt mmcv 2.1.0 wheels cover

@@ -21,7 +21,7 @@ from ws_mm.functional.batch_channel_norm import (batch_channel_norm,
                                                  group_norm_group_affine,
                                                  moving_average_rate)
 import ws_mm.layers.batch_channel_norm as bcn_module
-from ws_mm.functional import row_kernels
+from ws_mm.functional import bcn_kernels
 from ws_mm.layers.batch_channel_norm import (BatchChannelNorm,
                                              EstimatedBatchNorm)
 from references import RefBCN, ref_bcn, ref_channel_stats, rounding_tol
@@ -32,12 +32,13 @@ EPS32 = torch.finfo(torch.float32).eps
 
 @pytest.fixture(autouse=True, params=['fused', 'fused-torch', 'two-stage'])
 def path(request, monkeypatch):
-    """Every test runs each way a BCN computes, whatever its input's size:
-    as one normalization (where gradients are computed), with its C++ passes
-    and with torch's kernels, and as its two stages."""
-    monkeypatch.setattr(bcn_module, 'FUSED_MIN_NUMEL',
-                        math.inf if request.param == 'two-stage' else 0)
-    monkeypatch.setattr(row_kernels, 'USE_COMPILED',
+    """Every test runs each way a BCN computes: as one normalization, with
+    its C++ kernels (as the layer does on CPU) and with torch's kernels, and
+    as its two stages."""
+    monkeypatch.setattr(bcn_module, 'FUSED', {
+        'fused': None, 'fused-torch': True, 'two-stage': False
+    }[request.param])
+    monkeypatch.setattr(bcn_kernels, 'USE_COMPILED',
                         request.param == 'fused')
     return request.param
 
@@ -384,10 +385,19 @@ def test_a_nonfinite_batch_leaves_the_estimates_unchanged(value,
     before = {k: v.clone() for k, v in bcn.pbn.state_dict().items()}
 
     for count in (1, 2):
-        model(nonfinite(value, seed=20 + count))
+        x = nonfinite(value, seed=20 + count)
+        out = model(x)
         for key in ('running_mean', 'running_var', 'num_batches_tracked'):
             assert torch.equal(getattr(bcn.pbn, key), before[key]), key
         assert bcn.pbn.num_nonfinite_batches.item() == count
+        # normalized with the estimates unchanged: not finite in the bad
+        # value's sample and group only
+        with torch.no_grad():
+            ref = ref_bcn(x, before['running_mean'], before['running_var'],
+                          bcn.pbn.weight, bcn.pbn.bias, bcn.weight, bcn.bias,
+                          bcn.num_groups)
+        assert ref.isfinite().sum() == ref.numel() - ref[1, 4:6].numel()
+        torch.testing.assert_close(out, ref, equal_nan=True)
     assert len(ws_mm_messages) == 1 and ws_mm_messages[0].startswith(
         'ws_mm: EstimatedBatchNorm(8, eps=1e-05, momentum=0.1, affine=True) '
         'got a training batch whose statistics are not finite')

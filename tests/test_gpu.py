@@ -290,10 +290,8 @@ def test_bcn_modes_match_float64_reference(device, dtype, path, record,
     three are the same function of that batch. Within rounding_tol over the
     longest statistic (a channel's N*H*W): near machine precision in
     float64, below 1e-4 in float32. Each way the layer can compute, on
-    every device (it runs fused on CPU only, by size)."""
-    monkeypatch.setattr(bcn_module, 'FUSED_MIN_NUMEL',
-                        0 if path == 'fused' else math.inf)
-    monkeypatch.setattr(bcn_module, 'FUSED_DEVICES', (device, ))
+    every device (the layer runs it fused on CPU only)."""
+    monkeypatch.setattr(bcn_module, 'FUSED', path == 'fused')
     n, c, _, h, w = BCN_SHAPE
     tol = rounding_tol(dtype, n * h * w)
     assert tol < (1e-12 if dtype == torch.float64 else 1e-4)
@@ -503,7 +501,7 @@ def test_norm_speed_and_memory(bench, speed, record):
     """BCN in batch and in estimate mode against GN at benchmark_speed's
     NORM_SHAPES, training step (time and peak memory) and inference (time);
     and in training BCN's fused form, which the layer runs on CPU only,
-    against the two stages it runs on a GPU (layers.FUSED_DEVICES)."""
+    against the two stages it runs on a GPU (layers.FUSED)."""
     pairs = [('BCN batch', 'GN'), ('BCN estimate', 'GN')]
     fused = ('BCN estimate fused', 'BCN estimate')
     for n, c, h, w in bench.NORM_SHAPES:
@@ -522,7 +520,7 @@ def test_norm_speed_and_memory(bench, speed, record):
                 record_all(record, label,
                            time_ratios(bench, speed, steps, pairs))
                 continue
-            steps[fused[0]] = bench.fused_from(steps[fused[1]], 0, ('cuda', ))
+            steps[fused[0]] = bench.fused(steps[fused[1]])
             record_all(record, label,
                        time_ratios(bench, speed, steps, pairs + [fused]))
             record_all(record, label, memory_ratios(steps, pairs + [fused]))

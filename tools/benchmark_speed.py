@@ -18,8 +18,7 @@ timm's), beside the floor of WS's memory traffic (``WeightTrafficConv``);
 time, and the memory autograd keeps for the backward (``saved_bytes``);
 ``kernel``, WS's own work in a training step at those weights, timm's
 against ours; ``norm``, BCN vs
-GN vs BN, BCN estimate also forced to run as two stages, beside the floor
-of its fused form's passes over the activations (``BCNKernelsOnly``);
+GN vs BN, BCN estimate also forced to run as two stages;
 ``rule``, BCN's fused form against its two stages in training and eval, by row
 length and size (where the layer should choose which); ``model``, one
 training iteration and inference of
@@ -48,7 +47,7 @@ from torch import nn
 
 from ws_mm import fold_weight_standardization
 from ws_mm.functional import (batch_channel_norm, filter_rows,
-                              get_ws_variant, row_kernels)
+                              get_ws_variant)
 from ws_mm.functional.weight_standardization import (
     _restandardize_rows, _standardize_rows, _standardize_rows_backward,
     _workspace)
@@ -292,63 +291,22 @@ def kernel_tables(rounds, min_seconds):
     return rows
 
 
-def _bcn_kernels_forward(x):
-    rows = x.reshape(x.size(0) * x.size(1), -1)
-    passes = row_kernels.kernels(rows)
-    mean, var = passes.row_moments(rows)
-    return passes.row_affine(rows, mean, var, mean).view(x.shape), mean, var
-
-
-class _BCNKernels(torch.autograd.Function):
-    """Not BCN: the passes over the activations that BCN's fused form makes
-    (``ws_mm.functional.row_kernels``, on the same tensors), without its
-    (N, C) arithmetic: the rows' moments and a per-row affine; the
-    backward's row sums and input gradient."""
-
-    @staticmethod
-    def forward(ctx, x):
-        out, mean, var = _bcn_kernels_forward(x)
-        ctx.save_for_backward(x, mean, var)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, mean, var = ctx.saved_tensors
-        rows = x.reshape(mean.numel(), -1)
-        grad = grad.reshape(rows.shape).contiguous()
-        passes = row_kernels.kernels(rows)
-        passes.row_sums(grad, rows, mean)
-        return passes.grad_rows(grad, rows, mean, var, mean,
-                                var).view(x.shape)
-
-
-class BCNKernelsOnly(nn.Module):
-    """:class:`_BCNKernels` as a layer: the floor of BCN's fused form with
-    its kernels, the rest being its (N, C) arithmetic in Python."""
-
-    def forward(self, x):
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _BCNKernels.apply(x)
-        return _bcn_kernels_forward(x)[0]
-
-
-def fused_from(step, numel, devices=None):
-    """``step`` with BCN computing fused from inputs of ``numel`` elements
-    (0: always, inf: never) on ``devices`` (by default the layer's)."""
+def fused(step, value=True):
+    """``step`` with BCN computing as one normalization (or, ``value=False``,
+    as its two stages) whatever the device."""
     def run():
-        default = bcn_layers.FUSED_MIN_NUMEL, bcn_layers.FUSED_DEVICES
-        bcn_layers.FUSED_MIN_NUMEL = numel
-        bcn_layers.FUSED_DEVICES = devices or default[1]
+        default = bcn_layers.FUSED
+        bcn_layers.FUSED = value
         try:
             step()
         finally:
-            bcn_layers.FUSED_MIN_NUMEL, bcn_layers.FUSED_DEVICES = default
+            bcn_layers.FUSED = default
     return run
 
 
 def two_stages(step):
-    """``step`` with BCN computing as its two stages whatever the size."""
-    return fused_from(step, float('inf'))
+    """``step`` with BCN computing as its two stages."""
+    return fused(step, False)
 
 
 def norm_tables(rounds, min_seconds):
@@ -359,7 +317,6 @@ def norm_tables(rounds, min_seconds):
             'BN': nn.BatchNorm2d(c),
             'BCN batch': BatchChannelNorm(c, 32, mode='batch'),
             'BCN estimate': BatchChannelNorm(c, 32, mode='estimate'),
-            'BCN kernels only': BCNKernelsOnly(),
         }
         x = torch.randn(n, c, h, w, requires_grad=True)
         for mode, make in (('train', train_step), ('eval', eval_step)):
@@ -383,19 +340,6 @@ RULE_SHAPES = [(8, 256, 7, 7), (32, 256, 7, 7), (48, 256, 7, 7),
 RULE_TITLE = "BCN's fused form vs its two stages, by row length and size"
 
 
-def fused_eval(layer, x):
-    """An eval step of BCN ``layer``'s fused form, which the layer runs only
-    with gradients: the functional form with its running statistics."""
-    pbn = layer.pbn
-
-    def run():
-        with torch.no_grad():
-            batch_channel_norm(x, pbn.weight, pbn.bias, layer.weight,
-                               layer.bias, layer.eps,
-                               (pbn.running_mean, pbn.running_var))
-    return run
-
-
 def rule_tables(rounds, min_seconds):
     """Where BCN should run fused: the fused form against the two stages at
     RULE_SHAPES, in both modes, training and eval."""
@@ -406,13 +350,10 @@ def rule_tables(rounds, min_seconds):
             layer = BatchChannelNorm(c, 32, mode=mode)
             for phase in ('train', 'eval'):
                 layer.train(phase == 'train')
-                if phase == 'train':
-                    step = train_step(layer, x)
-                    steps = {'two stages': two_stages(step),
-                             'fused': fused_from(step, 0)}
-                else:
-                    steps = {'two stages': eval_step(layer, x),
-                             'fused': fused_eval(layer, x)}
+                step = (train_step if phase == 'train' else eval_step)(
+                    layer, x)
+                steps = {'two stages': two_stages(step),
+                         'fused': fused(step)}
                 t = time_side_by_side(steps, rounds, min_seconds)
                 rows.append((f'{n}x{c}x{h}x{w}: row {h * w}, '
                              f'2^{math.log2(x.numel()):.1f}',

@@ -16,16 +16,15 @@ import torch
 import torch.distributed as dist
 
 import ws_mm.layers.batch_channel_norm as bcn_module
-from ws_mm.functional import row_kernels
+from ws_mm.functional import bcn_kernels
 from ws_mm.layers import BatchChannelNorm
 from ws_mm import destroy_process_group
 
 STEPS = 2
 
 out_dir, dtype = sys.argv[1], getattr(torch, sys.argv[2])
-bcn_module.FUSED_MIN_NUMEL = (float('inf') if sys.argv[3] == 'two-stage'
-                              else 0)
-row_kernels.USE_COMPILED = sys.argv[3] == 'fused'
+bcn_module.FUSED = sys.argv[3] != 'two-stage'
+bcn_kernels.USE_COMPILED = sys.argv[3] == 'fused'
 torch.set_num_threads(1)
 dist.init_process_group('gloo', timeout=timedelta(seconds=60))
 rank = dist.get_rank()

@@ -18,7 +18,11 @@ normalization: one pass gives the rows' moments, a small computation over
 norm's backward in the channel stage's output followed by the channel
 stage's own, both from per-row sums of ``grad_out`` and ``grad_out * x``
 (one pass) and the row moments; one more pass writes the input gradient.
-The passes are :mod:`ws_mm.functional.row_kernels`.
+On CPU all of it is compiled (:mod:`ws_mm.functional.bcn_kernels`): a
+group's block of the input (its channels, every sample) holds all the
+statistics its rows need, the channel stage's included, so the forward and
+the backward each read a block from memory once and re-read it in cache, as
+group norm's kernel does. Elsewhere the passes are torch's kernels.
 """
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -27,7 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import row_kernels
+from . import bcn_kernels
+from .bcn_kernels import TorchKernels
 
 Moments = Tuple[Tensor, Tensor]
 
@@ -57,7 +62,8 @@ def sample_channel_moments(x: Tensor) -> Moments:
     """Mean and biased variance of each ``(sample, channel)`` row of ``x``,
     of shape ``(N, C)``, in :func:`stats_dtype`; no gradient is recorded."""
     rows = _rows(x)
-    mean, var = row_kernels.kernels(rows).row_moments(rows)
+    passes = bcn_kernels.compiled_for(rows) or TorchKernels
+    mean, var = passes.row_moments(rows)
     return mean.view(x.shape[:2]), var.view(x.shape[:2])
 
 
@@ -166,22 +172,21 @@ class _Coefficients(NamedTuple):
     group_scale: Tensor  # group_rstd * group_weight, (N, G, 1)
 
 
-def _coefficients(moments: Moments, channel: Optional[Moments],
-                  weight: Tensor, bias: Tensor,
-                  group_weight: Tensor, eps: float) -> _Coefficients:
+def _coefficients(moments: Moments, channel: Moments, weight: Tensor,
+                  bias: Tensor, group_weight: Tensor,
+                  eps: float) -> _Coefficients:
     """BCN's map per ``(n, c)`` row from the rows' moments.
 
     The channel stage is ``scale * x + shift`` with ``scale = weight /
-    sqrt(var + eps)``, ``shift = bias - mean * scale``, ``(mean, var)`` being
-    ``channel`` or, if that is ``None``, the batch's statistics pooled from
-    the rows. Its output's rows have mean ``scale * m + shift`` and variance
+    sqrt(var + eps)``, ``shift = bias - mean * scale``, ``(mean, var) =
+    channel``. Its output's rows have mean ``scale * m + shift`` and variance
     ``scale**2 * v``; a group's mean and variance are the average of those
     means and the average of those variances plus the variance of those
     means over the group's channels.
     """
     row_mean, row_var = moments
     n, g = row_mean.size(0), group_weight.numel()
-    mean, var = channel or pool_moments(row_mean, row_var)
+    mean, var = channel
     rstd = torch.rsqrt(var + eps).view(1, g, -1)
     scale = weight.view(1, g, -1) * rstd
     mean = mean.view(1, g, -1)
@@ -204,36 +209,101 @@ def _map(co: _Coefficients, group_bias: Tensor) -> Tuple[Tensor, Tensor]:
     return a.flatten(1), b.flatten(1)
 
 
-Channel = Union[None, Moments, Callable[[Moments], Optional[Moments]]]
+class Estimates(NamedTuple):
+    """Running estimates of the channel statistics, updated from each batch
+    before it is normalized (BCN's estimate mode).
+
+    ``update(batch_mean, batch_var, new=None)`` updates them from the
+    batch's per-channel statistics (:func:`channel_stats`) and returns the
+    ``(mean, var)`` to normalize with. ``mean``, ``var`` and ``rate`` say
+    what that update computes, so that the compiled kernel can normalize in
+    the pass that computes the batch's statistics, and hand its result over
+    as ``new``: the estimates moved toward the batch's mean and its second
+    moment around ``mean`` by ``rate``, or, if ``rate`` is ``None``, the
+    batch's own statistics."""
+    mean: Tensor
+    var: Tensor
+    rate: Optional[float]
+    update: Callable[..., Moments]
+
+
+Channel = Union[None, Moments, Estimates]
+
+
+def _compiled_forward(compiled, rows: Tensor, x: Tensor,
+                      channel: Optional[Moments], rate: float,
+                      params: Sequence[Tensor], eps: float):
+    """BCN's output ``(N, C, L)``, the rows' moments, the channel
+    statistics it normalized with and the batch's: with ``channel``, that
+    moved toward the batch's by ``rate`` (:class:`Estimates`), else the
+    batch's own."""
+    n, c = x.shape[:2]
+    out, *moments, mean, var, batch_mean, batch_var = compiled.forward(
+        rows.view(n, c, -1), params[2].numel(), *(channel or (None, None)),
+        rate, *params, eps)
+    return out, moments, (mean, var), (batch_mean, batch_var)
 
 
 def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
-             eps: float):
-    """BCN's output rows ``(N * C, L)`` (in ``x``'s dtype), and the row
-    moments and coefficients they were computed with."""
+             eps: float, observe: Optional[Callable[[Moments], None]]):
+    """BCN's output, ``(N, C, L)`` or ``(N * C, L)`` (in ``x``'s dtype),
+    the rows' moments and the channel statistics it normalized with."""
     rows = _rows(x)
-    passes = row_kernels.kernels(rows)
-    moments = tuple(t.view(x.shape[:2]) for t in passes.row_moments(rows))
-    if callable(channel):
-        channel = channel(moments)
+    n, c = x.shape[:2]
+    compiled = bcn_kernels.compiled_for(rows)
+    if isinstance(channel, Estimates) and compiled and not multi_rank():
+        # the update inside the kernel, then here with the same statistics
+        given = None if channel.rate is None else (channel.mean, channel.var)
+        out, moments, used, batch = _compiled_forward(
+            compiled, rows, x, given, channel.rate or 0.0, params, eps)
+        stats = channel.update(*batch, used)
+        if not torch.cat(used).isfinite().all():  # the update skipped it
+            out, moments, used, _ = _compiled_forward(
+                compiled, rows, x, stats, 0.0, params, eps)
+        return out.to(x.dtype), moments, used
+    moments = None
+    if isinstance(channel, Estimates):
+        passes = compiled or TorchKernels
+        moments = tuple(t.view(n, c) for t in passes.row_moments(rows))
+        channel = channel.update(*channel_stats(x, moments))
+    if compiled:
+        out, moments, channel, batch = _compiled_forward(
+            compiled, rows, x, channel, 0.0, params, eps)
+    else:
+        out, moments, channel, batch = _torch_forward(rows, x, moments,
+                                                      channel, params, eps)
+    if observe:
+        observe(*batch)
+    return out.to(x.dtype), moments, channel
+
+
+def _torch_forward(rows: Tensor, x: Tensor, moments: Optional[Moments],
+                   channel: Optional[Moments], params: Sequence[Tensor],
+                   eps: float):
+    """:func:`_compiled_forward` with :class:`TorchKernels`."""
     dtype = rows.dtype
-    if channel is not None:
-        channel = tuple(t.to(dtype) for t in channel)
-    weight, bias, group_weight, group_bias = (p.to(dtype) for p in params)
+    if moments is None:
+        moments = tuple(
+            t.view(x.shape[:2]) for t in TorchKernels.row_moments(rows))
+    batch = pool_moments(*moments)
+    channel = tuple(t.to(dtype) for t in channel) if channel else batch
+    weight, bias, group_weight, group_bias = (p.to(dtype).reshape(-1)
+                                              for p in params)
     co = _coefficients(moments, channel, weight, bias, group_weight, eps)
-    # A * x + B = A * (x - row mean) + (A * row mean + B), and the latter is
-    # group_scale * centered + group_bias.
+    # A * x + B = A * (x - row mean) + (A * row mean + B), and the latter
+    # is group_scale * centered + group_bias.
     a = co.scale * co.group_scale
     b = torch.addcmul(group_bias.view(1, -1, 1), co.group_scale, co.centered)
-    out = passes.row_affine(rows, moments[0].reshape(-1), a.reshape(-1),
-                            b.reshape(-1))
-    return out.to(x.dtype), moments, channel, co
+    out = TorchKernels.row_affine(rows, moments[0].reshape(-1), a.reshape(-1),
+                                  b.reshape(-1))
+    return out, moments, channel, batch
 
 
-def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
-              group_weight: Tensor, batch_statistics: bool,
+def _backward(grad: Tensor, x: Tensor, moments: Moments, channel: Moments,
+              params: Sequence[Tensor], eps: float, batch_statistics: bool,
               input_grad: bool):
-    """The gradients w.r.t. ``x`` (if ``input_grad``) and the four affines.
+    """The gradients w.r.t. ``x`` (if ``input_grad``) and the four affines,
+    each of its parameter's shape and dtype.
 
     With ``z = scale * x + shift`` the channel stage's output, BCN is a
     group norm of ``z``, so its backward is group norm's backward in ``z``
@@ -244,12 +314,21 @@ def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
     # Rows once: a gradient that is not contiguous (that of a sum is an
     # expanded scalar) would be copied by each pass.
     rows, grad = _rows(x), _rows(grad)
-    passes = row_kernels.kernels(rows)
     n, c = x.shape[:2]
+    compiled = bcn_kernels.compiled_for(rows)
+    if compiled:
+        grad_x, *grad_params = compiled.backward(
+            grad.view(n, c, -1), rows.view(n, c, -1), *moments, *channel,
+            *params[:3], eps, batch_statistics, input_grad)
+        return (grad_x.view(x.shape).to(x.dtype) if input_grad else None,
+                grad_params)
+    weight, bias, group_weight = (p.to(rows.dtype).reshape(-1)
+                                  for p in params[:3])
+    co = _coefficients(moments, channel, weight, bias, group_weight, eps)
     length = rows.size(1)
     g = group_weight.numel()
     row_mean, row_var = (t.view(n, g, -1) for t in moments)
-    sum_grad, sum_grad_xc = (t.view(n, g, -1) for t in passes.row_sums(
+    sum_grad, sum_grad_xc = (t.view(n, g, -1) for t in TorchKernels.row_sums(
         grad, rows, moments[0].reshape(-1)))
     # z = scale * (x - mean) + channel_bias, mean the channel statistic:
     # per row, sum(grad * (x - mean)), and z's mean.
@@ -276,9 +355,9 @@ def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
         + const * delta))
     grad_shift = row_grad_z.sum(0, keepdim=True)
     grad_weight = co.rstd * row_grad_zx.sum(0, keepdim=True)
-    grad_params = (grad_weight.view(c), grad_shift.view(c),
-                   grad_group_weight.view(group_weight.shape),
-                   grad_group_bias.view(group_weight.shape))
+    grad_params = [grad.view(p.shape).to(p.dtype) for grad, p in zip(
+        (grad_weight, grad_shift, grad_group_weight, grad_group_bias),
+        params)]
     if not input_grad:
         return None, grad_params
     # grad_x = scale * grad_z, less with batch statistics batch norm's
@@ -291,42 +370,42 @@ def _backward(grad: Tensor, x: Tensor, moments: Moments, co: _Coefficients,
         p = p - k
         q = q - grad_shift / count - k * delta
     a = co.scale * co.group_scale
-    grad_x = passes.grad_rows(grad, rows, moments[0].reshape(-1),
-                              a.reshape(-1), (p * co.scale).reshape(-1),
-                              (q * co.scale).reshape(-1))
+    grad_x = TorchKernels.grad_rows(
+        grad, rows, moments[0].reshape(-1), a.reshape(-1),
+        (p * co.scale).reshape(-1), (q * co.scale).reshape(-1))
     return grad_x.to(x.dtype).view(x.shape), grad_params
 
 
 class _BatchChannelNorm(torch.autograd.Function):
-    """:func:`_forward`, with the backward of :func:`_backward`. The output
-    is ``(N * C, L)``; the caller views it in ``x``'s shape (a view made
+    """:func:`_forward`, with the backward of :func:`_backward`. The caller
+    views the output in ``x``'s shape (a view made
     here could not be modified in place)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, group_weight, group_bias, channel, eps):
+    def forward(ctx, x, weight, bias, group_weight, group_bias, channel, eps,
+                observe):
         params = (weight, bias, group_weight, group_bias)
-        out, moments, channel, co = _forward(x, params, channel, eps)
-        ctx.save_for_backward(x, *moments, *co, *params)
-        ctx.channel, ctx.eps = channel, eps
+        out, moments, used = _forward(x, params, channel, eps, observe)
+        ctx.save_for_backward(x, *moments, *used, *params)
+        ctx.batch_statistics, ctx.eps = channel is None, eps
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         # Unpacked once: non-reentrant checkpointing allows no second unpack.
-        x, row_mean, row_var, *saved = ctx.saved_tensors
-        co, params = _Coefficients(*saved[:8]), saved[8:]
+        x, row_mean, row_var, mean, var, *params = ctx.saved_tensors
+        channel = None if ctx.batch_statistics else (mean, var)
         if torch.is_grad_enabled():  # backward(create_graph=True)
-            return _differentiable_backward(ctx, grad_out, x, params)
+            return _differentiable_backward(ctx, grad_out, x, params, channel)
         grad_x, grad_params = _backward(
-            grad_out.reshape(x.shape), x, (row_mean, row_var), co,
-            params[2].to(row_mean.dtype), ctx.channel is None,
-            ctx.needs_input_grad[0])
-        grad_params = [g.to(p.dtype) if need else None for g, p, need in zip(
-            grad_params, params, ctx.needs_input_grad[1:5])]
-        return (grad_x, *grad_params, None, None)
+            grad_out.reshape(x.shape), x, (row_mean, row_var), (mean, var),
+            params, ctx.eps, ctx.batch_statistics, ctx.needs_input_grad[0])
+        grad_params = [g if need else None
+                       for g, need in zip(grad_params, ctx.needs_input_grad[1:5])]
+        return (grad_x, *grad_params, None, None, None)
 
 
-def _differentiable_backward(ctx, grad_out, x, params):
+def _differentiable_backward(ctx, grad_out, x, params, channel):
     """The same gradients, recorded by autograd (the forward recomputed from
     differentiable moments), so that they can be differentiated again."""
     needs = ctx.needs_input_grad[:5]
@@ -334,18 +413,22 @@ def _differentiable_backward(ctx, grad_out, x, params):
     row_var, row_mean = torch.var_mean(rows, dim=2, correction=0)
     weight, bias, group_weight, group_bias = (p.to(row_mean.dtype)
                                               for p in params)
-    a, b = _map(_coefficients((row_mean, row_var), ctx.channel, weight, bias,
-                              group_weight, ctx.eps), group_bias)
+    moments = (row_mean, row_var)
+    a, b = _map(_coefficients(moments, channel or pool_moments(*moments),
+                              weight, bias, group_weight, ctx.eps), group_bias)
     out = torch.addcmul(b[..., None], a[..., None], rows).to(x.dtype)
     wrt = [t for t, need in zip((x, *params), needs) if need]
     grads = iter(torch.autograd.grad(out, wrt, grad_out.reshape_as(out),
                                      create_graph=True))
-    return (*[next(grads) if need else None for need in needs], None, None)
+    return (*[next(grads) if need else None for need in needs], None, None,
+            None)
 
 
 def batch_channel_norm(x: Tensor, weight: Tensor, bias: Tensor,
                        group_weight: Tensor, group_bias: Tensor,
-                       eps: float = 1e-5, channel: Channel = None) -> Tensor:
+                       eps: float = 1e-5, channel: Channel = None,
+                       observe: Optional[Callable[[Moments], None]] = None
+                       ) -> Tensor:
     """Batch-Channel Normalization of ``x`` ``(N, C, *)`` as one map.
 
     Equals ``group_norm_group_affine(channel_stage(x), ...)``, where the
@@ -361,16 +444,17 @@ def batch_channel_norm(x: Tensor, weight: Tensor, bias: Tensor,
             ``G`` divides ``C``.
         eps: added to both stages' variances inside the square root.
         channel: the channel stage's ``(mean, var)``, each ``(C,)``;
-            ``None`` for the batch's own; or a function of the rows'
-            ``(mean, var)``, each ``(N, C)``, that returns one of these (it
-            may update running estimates first).
+            ``None`` for the batch's own; or :class:`Estimates`, updated
+            from the batch first.
+        observe: called with the batch's per-channel mean and biased
+            variance once computed (a BatchNorm stage's running update).
 
     Statistics and coefficients are computed in :func:`stats_dtype`; the
     output has ``x``'s dtype.
     """
     params = (weight, bias, group_weight, group_bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params)):
-        out = _BatchChannelNorm.apply(x, *params, channel, eps)
+        out = _BatchChannelNorm.apply(x, *params, channel, eps, observe)
     else:
-        out = _forward(x, params, channel, eps)[0]
+        out = _forward(x, params, channel, eps, observe)[0]
     return out.view(x.shape)

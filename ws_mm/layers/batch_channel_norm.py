@@ -12,7 +12,6 @@ normalization with a per-group affine whose ``weight`` / ``bias`` have shape
 Registration in the OpenMMLab registries is done elsewhere; this file only
 needs torch.
 """
-import functools
 import logging
 import warnings
 from typing import Optional, Tuple
@@ -22,11 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..functional.batch_channel_norm import (batch_channel_norm,
+from ..functional.batch_channel_norm import (Estimates, batch_channel_norm,
                                              channel_stats,
                                              group_norm_group_affine,
-                                             moving_average_rate,
-                                             pool_moments)
+                                             moving_average_rate)
+from ..functional.bcn_kernels import compiled_for
 from ..functional.validate import non_negative, positive_int, rate
 
 logger = logging.getLogger('ws_mm')
@@ -96,20 +95,28 @@ class EstimatedBatchNorm(nn.Module):
         return F.batch_norm(x, mean, var, self.weight, self.bias,
                             training=False, momentum=0., eps=self.eps)
 
-    def normalizing_statistics(self, x: Tensor, moments) -> Tuple[Tensor,
-                                                                   Tensor]:
-        """What BCN's fused form normalizes ``x`` with, given the ``(N, C)``
-        moments of its rows: the estimates, updated first in training."""
-        if self.training:
-            self.update_estimates(*channel_stats(x, moments))
+    def estimates(self) -> Estimates:
+        """The estimates as BCN's fused form takes them in training: they
+        are updated from the batch before normalizing."""
+        tracked = int(self.num_batches_tracked)
+        rate = moving_average_rate(self.momentum, tracked) if tracked else None
+        return Estimates(self.running_mean, self.running_var, rate,
+                         self._update_and_copy)
+
+    def _update_and_copy(self, batch_mean: Tensor, batch_var: Tensor,
+                         new: Optional[Tuple[Tensor, Tensor]] = None):
+        self.update_estimates(batch_mean, batch_var, new)
         # Copies: a later training call updates the buffers in place,
         # possibly before this call's backward.
         return self.running_mean.clone(), self.running_var.clone()
 
     @torch.no_grad()
-    def update_estimates(self, batch_mean: Tensor, batch_var: Tensor) -> None:
+    def update_estimates(self, batch_mean: Tensor, batch_var: Tensor,
+                         new: Optional[Tuple[Tensor, Tensor]] = None) -> None:
         """The training update from a batch's per-channel mean and biased
-        variance (:func:`channel_stats`: of all ranks)."""
+        variance (:func:`channel_stats`: of all ranks). ``new``: the updated
+        estimates, if the caller computed them (BCN's kernel, which
+        normalizes with them in the same pass), to be kept as they are."""
         dtype = self.running_mean.dtype
         batch_mean, batch_var = batch_mean.to(dtype), batch_var.to(dtype)
         # The count read once on the host: the branches below need it there.
@@ -126,7 +133,10 @@ class EstimatedBatchNorm(nn.Module):
         if not torch.cat((batch_mean, batch_var)).isfinite().all():
             self._skip_nonfinite_batch()
             return
-        if not tracked:  # a copy, not a lerp: NaN estimates are replaced
+        if new is not None:
+            self.running_mean.copy_(new[0])
+            self.running_var.copy_(new[1])
+        elif not tracked:  # a copy, not a lerp: NaN estimates are replaced
             self.running_mean.copy_(batch_mean)
             self.running_var.copy_(batch_var)
         else:
@@ -174,39 +184,42 @@ class _AnyRankBatchNorm(_BatchNorm):
                 f'expected an (N, C, *) input, got shape {tuple(input.shape)}')
 
 
-@torch.no_grad()
-def _batch_norm_statistics(bn: _BatchNorm, x: Tensor, moments):
-    """What BCN's fused form normalizes ``x`` with when its first stage is a
-    BatchNorm ``bn`` (ours, or one that mmengine converted it to), given the
-    ``(N, C)`` moments of ``x``'s rows, decided and updated as
-    ``_BatchNorm.forward`` does: ``None`` for the batch's own statistics, or
-    copies of the running ones."""
+def _batch_norm_stage(bn: _BatchNorm, x: Tensor):
+    """How BCN's fused form runs a BatchNorm first stage ``bn`` (ours, or
+    one that mmengine converted it to) on ``x``, decided as
+    ``_BatchNorm.forward`` does: the statistics to normalize with (``None``
+    for the batch's own, or copies of the running ones), and the update of
+    ``bn``'s running statistics from the batch's mean and biased variance
+    (``None`` if there is none)."""
     if not bn.training and bn.running_mean is not None:
-        return bn.running_mean.clone(), bn.running_var.clone()
+        return (bn.running_mean.clone(), bn.running_var.clone()), None
     count = x.numel() // x.size(1)
     if bn.training and count <= 1:  # BatchNorm's own check
         raise ValueError('Expected more than 1 value per channel when '
                          f'training, got input size {tuple(x.shape)}')
-    if bn.training and bn.track_running_stats:
+    if not (bn.training and bn.track_running_stats):
+        return None, None
+
+    @torch.no_grad()
+    def update(mean, var):
         bn.num_batches_tracked.add_(1)
         rate = bn.momentum
         if rate is None:  # the cumulative average
             rate = 1.0 / bn.num_batches_tracked.to(bn.running_mean.dtype)
-        mean, var = pool_moments(*moments)
         dtype = bn.running_mean.dtype
         bn.running_mean.lerp_(mean.to(dtype), rate)
         bn.running_var.lerp_((var * (count / (count - 1))).to(dtype), rate)
-    return None
+
+    return None, update
 
 
-# The fused form saves passes over the activations in a training step and
-# costs (N, C) arithmetic in Python: on CPU it is the faster from about this
-# size whatever the row length, the two stages below it and without
-# gradients (the rule table of tools/benchmark_speed.py, docs/benchmarks.md).
-# On a GPU each of its small ops costs a kernel launch: it runs there only
-# once measured faster (tests/test_gpu.py times both).
-FUSED_MIN_NUMEL = 1 << 19
-FUSED_DEVICES = ('cpu',)
+# Whether BCN runs as one normalization: None, where its compiled kernels
+# run (CPU); True / False, always / never (tests and benchmarks compare).
+# With the kernels it is faster than the two stages at every size measured
+# (the rule table of tools/benchmark_speed.py). Elsewhere it would be
+# dozens of small torch ops, each a kernel launch on a GPU: the two stages
+# run there until measured otherwise (tests/test_gpu.py times both).
+FUSED: Optional[bool] = None
 
 
 class BatchChannelNorm(nn.Module):
@@ -217,11 +230,11 @@ class BatchChannelNorm(nn.Module):
     group normalization of each sample over ``num_groups`` groups with a
     per-group affine ``weight`` / ``bias`` of shape ``(1, G, 1)`` (initialized
     to 1 / 0; biased variance, eps inside the square root), as in the
-    official code. In a training step on a large CPU input both stages run as
-    one normalization (:func:`~ws_mm.functional.batch_channel_norm`), with
-    ``pbn`` holding the first stage's parameters and statistics and updating
-    them; otherwise (and with an ``nn.SyncBatchNorm`` stage) as two, with the
-    same results (:meth:`_runs_fused`).
+    official code. On CPU both stages run as one normalization
+    (:func:`~ws_mm.functional.batch_channel_norm`), with ``pbn`` holding the
+    first stage's parameters and statistics and updating them; elsewhere
+    (and with an ``nn.SyncBatchNorm`` stage) as two, with the same results
+    (:meth:`_runs_fused`).
 
     ``mode`` picks the first stage:
 
@@ -291,26 +304,21 @@ class BatchChannelNorm(nn.Module):
         if not self._runs_fused(x):
             return group_norm_group_affine(pbn(x), self.num_groups,
                                            self.weight, self.bias, self.eps)
-        # The stage gives the statistics to normalize with from the rows'
-        # moments, after updating its own in training.
-        statistics = (pbn.normalizing_statistics if isinstance(
-            pbn, EstimatedBatchNorm) else functools.partial(
-                _batch_norm_statistics, pbn))
-        channel = functools.partial(statistics, x)
+        if isinstance(pbn, EstimatedBatchNorm):
+            channel, observe = (pbn.estimates() if pbn.training else
+                                (pbn.running_mean, pbn.running_var)), None
+        else:
+            channel, observe = _batch_norm_stage(pbn, x)
         return batch_channel_norm(x, pbn.weight, pbn.bias, self.weight,
-                                  self.bias, self.eps, channel)
+                                  self.bias, self.eps, channel, observe)
 
     def _runs_fused(self, x: Tensor) -> bool:
         """Whether this call runs as one normalization rather than as its
-        two stages (the same results): in a step that computes gradients,
-        on an input of at least ``FUSED_MIN_NUMEL`` elements on a device of
-        ``FUSED_DEVICES``, and not with an ``nn.SyncBatchNorm`` stage (its
-        collective is its own)."""
-        return (x.numel() >= FUSED_MIN_NUMEL
-                and x.device.type in FUSED_DEVICES
-                and torch.is_grad_enabled()
-                and (x.requires_grad or self.weight.requires_grad)
-                and not isinstance(self.pbn, nn.SyncBatchNorm))
+        two stages (the same results): as ``FUSED`` says, and not with an
+        ``nn.SyncBatchNorm`` stage (its collective is its own)."""
+        if isinstance(self.pbn, nn.SyncBatchNorm):
+            return False
+        return FUSED if FUSED is not None else compiled_for(x) is not None
 
     @torch.no_grad()
     def init_weights(self) -> None:

@@ -1,16 +1,14 @@
-"""BCN's passes over its input's ``(sample, channel)`` rows.
+"""BCN's kernels: on CPU compiled, elsewhere passes of torch's kernels.
 
-:func:`~ws_mm.functional.batch_channel_norm` reads and writes activations
-only through these four: the rows' moments, a per-row affine, the
-backward's row sums and the input gradient. Rows are contiguous ``(R, L)``
-tensors of the statistics' dtype, per-row coefficients ``(R,)`` tensors.
-
-On CPU they run as ``row_kernels.cpp``, which torch's extension loader
-builds on first use (a C++ compiler and ninja; once per torch version, in
-torch's extension cache): each pass reads a row while it is in cache and
-writes at most one tensor. On a GPU, or if that build fails (a warning
-says why), :class:`TorchKernels` computes the same with torch's own kernels,
-an extra write per step.
+On CPU, :func:`~ws_mm.functional.batch_channel_norm` runs as
+``bcn_kernels.cpp``, which torch's extension loader builds on first use (a
+C++ compiler and ninja; once per torch version, in torch's extension
+cache): a forward and a backward that read each group's block of the input
+once from memory, as group norm's kernel does, and the rows' moments alone.
+On a GPU, or if that build fails (a warning says why), BCN reads and writes
+activations only through the four passes of :class:`TorchKernels` over its
+input's ``(sample, channel)`` rows: contiguous ``(R, L)`` tensors of the
+statistics' dtype, with per-row coefficients ``(R,)``.
 """
 import functools
 import re
@@ -21,7 +19,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-# Whether the C++ passes are used where they apply (tests and benchmarks
+# Whether the C++ kernels are used where they apply (tests and benchmarks
 # switch it off to compare).
 USE_COMPILED = True
 
@@ -92,14 +90,14 @@ def _vector_flags():
 
 @functools.lru_cache(maxsize=None)
 def _compiled():
-    """``row_kernels.cpp`` built and loaded, or ``None`` with a warning."""
+    """``bcn_kernels.cpp`` built and loaded, or ``None`` with a warning."""
     from torch.utils.cpp_extension import load
 
     flags = _vector_flags()
     # one build per torch version and flags: torch's extension cache is
     # shared by environments (and by machines with a shared home)
     name = re.sub(r'\W', '_', '_'.join(
-        ['ws_mm_row_kernels', torch.__version__, *flags]))
+        ['ws_mm_bcn_kernels', torch.__version__, *flags]))
     try:
         return load(name, [str(Path(__file__).with_suffix('.cpp'))],
                     extra_cflags=['-O3', '-fopenmp', *flags],
@@ -108,16 +106,16 @@ def _compiled():
         reason = (str(error).strip().splitlines() or [type(error).__name__])
         warnings.warn(
             f'ws_mm: BatchChannelNorm runs on torch kernels, slower: its CPU '
-            f'kernels (ws_mm/functional/row_kernels.cpp) did not build: '
+            f'kernels (ws_mm/functional/bcn_kernels.cpp) did not build: '
             f'{reason[0][:300]}. They need a C++ compiler and ninja (pip '
             f'install ninja).')
         return None
 
 
-def kernels(rows: Tensor):
-    """The passes for ``rows``: the C++ ones for CPU float32 / float64
-    rows, if built; :class:`TorchKernels` otherwise."""
-    if (USE_COMPILED and rows.device.type == 'cpu'
-            and rows.dtype in (torch.float32, torch.float64)):
-        return _compiled() or TorchKernels
-    return TorchKernels
+def compiled_for(x: Tensor):
+    """The C++ kernels if they apply to ``x``'s statistics (on CPU, where
+    BCN computes in float32 or float64) and are built, else ``None``."""
+    if USE_COMPILED and x.device.type == 'cpu' and torch.promote_types(
+            x.dtype, torch.float32) in (torch.float32, torch.float64):
+        return _compiled()
+    return None
