@@ -220,7 +220,8 @@ class Estimates(NamedTuple):
     the pass that computes the batch's statistics, and hand its result over
     as ``new``: the estimates moved toward the batch's mean and its second
     moment around ``mean`` by ``rate``, or, if ``rate`` is ``None``, the
-    batch's own statistics."""
+    batch's own statistics. It may return the estimates themselves: the
+    statistics normalized with are copied before a later update."""
     mean: Tensor
     var: Tensor
     rate: Optional[float]
@@ -257,7 +258,7 @@ def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
         out, moments, used, batch = _compiled_forward(
             compiled, rows, x, given, channel.rate or 0.0, params, eps)
         stats = channel.update(*batch, used)
-        if not torch.cat(used).isfinite().all():  # the update skipped it
+        if stats is not used:  # the update skipped the batch
             out, moments, used, _ = _compiled_forward(
                 compiled, rows, x, stats, 0.0, params, eps)
         return out.to(x.dtype), moments, used
@@ -286,7 +287,9 @@ def _torch_forward(rows: Tensor, x: Tensor, moments: Optional[Moments],
         moments = tuple(
             t.view(x.shape[:2]) for t in TorchKernels.row_moments(rows))
     batch = pool_moments(*moments)
-    channel = tuple(t.to(dtype) for t in channel) if channel else batch
+    # copies: running statistics may be updated in place before backward
+    channel = (tuple(t.to(dtype, copy=True) for t in channel) if channel
+               else batch)
     weight, bias, group_weight, group_bias = (p.to(dtype).reshape(-1)
                                               for p in params)
     co = _coefficients(moments, channel, weight, bias, group_weight, eps)

@@ -101,22 +101,23 @@ class EstimatedBatchNorm(nn.Module):
         tracked = int(self.num_batches_tracked)
         rate = moving_average_rate(self.momentum, tracked) if tracked else None
         return Estimates(self.running_mean, self.running_var, rate,
-                         self._update_and_copy)
+                         self._update)
 
-    def _update_and_copy(self, batch_mean: Tensor, batch_var: Tensor,
-                         new: Optional[Tuple[Tensor, Tensor]] = None):
-        self.update_estimates(batch_mean, batch_var, new)
-        # Copies: a later training call updates the buffers in place,
-        # possibly before this call's backward.
-        return self.running_mean.clone(), self.running_var.clone()
+    def _update(self, batch_mean: Tensor, batch_var: Tensor,
+                new: Optional[Tuple[Tensor, Tensor]] = None):
+        """``Estimates.update``: ``new`` itself if it was kept."""
+        if self.update_estimates(batch_mean, batch_var, new) and new:
+            return new
+        return self.running_mean, self.running_var
 
     @torch.no_grad()
     def update_estimates(self, batch_mean: Tensor, batch_var: Tensor,
-                         new: Optional[Tuple[Tensor, Tensor]] = None) -> None:
+                         new: Optional[Tuple[Tensor, Tensor]] = None) -> bool:
         """The training update from a batch's per-channel mean and biased
-        variance (:func:`channel_stats`: of all ranks). ``new``: the updated
-        estimates, if the caller computed them (BCN's kernel, which
-        normalizes with them in the same pass), to be kept as they are."""
+        variance (:func:`channel_stats`: of all ranks); ``False`` if the
+        batch was skipped. ``new``: the updated estimates, if the caller
+        computed them (BCN's kernel, which normalizes with them in the same
+        pass), to be kept as they are."""
         dtype = self.running_mean.dtype
         batch_mean, batch_var = batch_mean.to(dtype), batch_var.to(dtype)
         # The count read once on the host: the branches below need it there.
@@ -132,7 +133,7 @@ class EstimatedBatchNorm(nn.Module):
             batch_var = torch.addcmul(batch_var, deviation, deviation)
         if not torch.cat((batch_mean, batch_var)).isfinite().all():
             self._skip_nonfinite_batch()
-            return
+            return False
         if new is not None:
             self.running_mean.copy_(new[0])
             self.running_var.copy_(new[1])
@@ -144,6 +145,7 @@ class EstimatedBatchNorm(nn.Module):
             self.running_mean.lerp_(batch_mean, rate)
             self.running_var.lerp_(batch_var, rate)
         self.num_batches_tracked.add_(1)
+        return True
 
     def _skip_nonfinite_batch(self) -> None:
         self.num_nonfinite_batches.add_(1)
@@ -188,11 +190,11 @@ def _batch_norm_stage(bn: _BatchNorm, x: Tensor):
     """How BCN's fused form runs a BatchNorm first stage ``bn`` (ours, or
     one that mmengine converted it to) on ``x``, decided as
     ``_BatchNorm.forward`` does: the statistics to normalize with (``None``
-    for the batch's own, or copies of the running ones), and the update of
+    for the batch's own, or the running ones), and the update of
     ``bn``'s running statistics from the batch's mean and biased variance
     (``None`` if there is none)."""
     if not bn.training and bn.running_mean is not None:
-        return (bn.running_mean.clone(), bn.running_var.clone()), None
+        return (bn.running_mean, bn.running_var), None
     count = x.numel() // x.size(1)
     if bn.training and count <= 1:  # BatchNorm's own check
         raise ValueError('Expected more than 1 value per channel when '
