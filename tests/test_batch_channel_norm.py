@@ -347,6 +347,19 @@ def test_no_gradient_through_estimates():
         assert not buf.requires_grad and buf.grad is None, name
 
 
+def test_the_output_is_not_a_view():
+    """So an in-place op after BCN (a ReLU) takes over the output's own
+    gradient function: on a view, autograd would copy the whole gradient
+    in the backward (CopySlices)."""
+    bcn = make_bcn()
+    x = randn(2, 8, 4, 4).requires_grad_()
+    for training in (True, False):
+        y = bcn.train(training)(x)
+        assert not y._is_view()
+        torch.relu_(y).sum().backward()
+        assert type(y.grad_fn).__name__.startswith(('Relu', 'Threshold'))
+
+
 def test_called_twice_before_backward():
     # A shared head calls the layer once per level before one backward; the
     # second update of the estimates must not break the first graph.

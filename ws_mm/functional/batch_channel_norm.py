@@ -234,21 +234,20 @@ Channel = Union[None, Moments, Estimates]
 def _compiled_forward(compiled, rows: Tensor, x: Tensor,
                       channel: Optional[Moments], rate: float,
                       params: Sequence[Tensor], eps: float):
-    """BCN's output ``(N, C, L)``, the rows' moments, the channel
+    """BCN's output, of ``x``'s shape, the rows' moments, the channel
     statistics it normalized with and the batch's: with ``channel``, that
     moved toward the batch's by ``rate`` (:class:`Estimates`), else the
     batch's own."""
-    n, c = x.shape[:2]
     out, *moments, mean, var, batch_mean, batch_var = compiled.forward(
-        rows.view(n, c, -1), params[2].numel(), *(channel or (None, None)),
+        rows.view(x.shape), params[2].numel(), *(channel or (None, None)),
         rate, *params, eps)
     return out, moments, (mean, var), (batch_mean, batch_var)
 
 
 def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
              eps: float, observe: Optional[Callable[[Moments], None]]):
-    """BCN's output, ``(N, C, L)`` or ``(N * C, L)`` (in ``x``'s dtype),
-    the rows' moments and the channel statistics it normalized with."""
+    """BCN's output (of ``x``'s shape and dtype), the rows' moments and the
+    channel statistics it normalized with."""
     rows = _rows(x)
     n, c = x.shape[:2]
     compiled = bcn_kernels.compiled_for(rows)
@@ -298,7 +297,7 @@ def _torch_forward(rows: Tensor, x: Tensor, moments: Optional[Moments],
     a = co.scale * co.group_scale
     b = torch.addcmul(group_bias.view(1, -1, 1), co.group_scale, co.centered)
     out = TorchKernels.row_affine(rows, moments[0].reshape(-1), a.reshape(-1),
-                                  b.reshape(-1))
+                                  b.reshape(-1), x.shape)
     return out, moments, channel, batch
 
 
@@ -321,10 +320,9 @@ def _backward(grad: Tensor, x: Tensor, moments: Moments, channel: Moments,
     compiled = bcn_kernels.compiled_for(rows)
     if compiled:
         grad_x, *grad_params = compiled.backward(
-            grad.view(n, c, -1), rows.view(n, c, -1), *moments, *channel,
+            grad.view(x.shape), rows.view(x.shape), *moments, *channel,
             *params[:3], eps, batch_statistics, input_grad)
-        return (grad_x.view(x.shape).to(x.dtype) if input_grad else None,
-                grad_params)
+        return grad_x.to(x.dtype) if input_grad else None, grad_params
     weight, bias, group_weight = (p.to(rows.dtype).reshape(-1)
                                   for p in params[:3])
     co = _coefficients(moments, channel, weight, bias, group_weight, eps)
@@ -380,9 +378,10 @@ def _backward(grad: Tensor, x: Tensor, moments: Moments, channel: Moments,
 
 
 class _BatchChannelNorm(torch.autograd.Function):
-    """:func:`_forward`, with the backward of :func:`_backward`. The caller
-    views the output in ``x``'s shape (a view made
-    here could not be modified in place)."""
+    """:func:`_forward`, with the backward of :func:`_backward`. The output
+    is made in ``x``'s shape, not viewed: an in-place op on a view of it (a
+    ReLU) would copy the whole gradient in the backward, and on a view made
+    here would be refused."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, group_weight, group_bias, channel, eps,
@@ -460,4 +459,4 @@ def batch_channel_norm(x: Tensor, weight: Tensor, bias: Tensor,
         out = _BatchChannelNorm.apply(x, *params, channel, eps, observe)
     else:
         out = _forward(x, params, channel, eps, observe)[0]
-    return out.view(x.shape)
+    return out

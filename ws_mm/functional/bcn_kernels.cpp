@@ -2,9 +2,10 @@
 // ws_mm/functional/batch_channel_norm.py, whose docstrings derive the
 // math, with each group's block of the input (its channels, all samples)
 // read from memory once and re-read while in cache, as group norm's own
-// kernel does. Tensors are contiguous, float32 or float64: inputs (N, C, L),
-// per-row statistics (N, C), per-channel ones (C); the (N, C) arithmetic is
-// in double. bcn_kernels.py builds this file.
+// kernel does. Tensors are contiguous, float32 or float64: inputs (N, C, *),
+// taken as (N, C, L) rows, outputs of their shape; per-row statistics
+// (N, C), per-channel ones (C); the (N, C) arithmetic is in double.
+// bcn_kernels.py builds this file.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -285,11 +286,12 @@ std::vector<at::Tensor> forward(const at::Tensor& x, int64_t groups,
                                 const at::Tensor& group_weight,
                                 const at::Tensor& group_bias, double eps) {
   check(x);
-  TORCH_CHECK(x.dim() == 3 && groups > 0 && x.size(1) % groups == 0,
-              "BCN forward takes (N, C, L) with groups dividing C");
+  TORCH_CHECK(x.dim() >= 2 && x.size(0) * x.size(1) > 0 && groups > 0 &&
+                  x.size(1) % groups == 0,
+              "BCN forward takes (N, C, *) with groups dividing C");
   TORCH_CHECK(mean.has_value() == var.has_value(),
               "BCN forward takes both a mean and a variance, or neither");
-  const int64_t N = x.size(0), C = x.size(1), L = x.size(2);
+  const int64_t N = x.size(0), C = x.size(1), L = x.numel() / (N * C);
   const auto w = like(x, weight, C), b = like(x, bias, C),
              gw = like(x, group_weight, groups),
              gb = like(x, group_bias, groups);
@@ -326,9 +328,10 @@ std::vector<at::Tensor> backward(
     const at::Tensor& ch_var, const at::Tensor& weight, const at::Tensor& bias,
     const at::Tensor& group_weight, double eps, bool batch, bool input_grad) {
   check(x);
-  TORCH_CHECK(x.dim() == 3 && grad.sizes() == x.sizes(),
-              "BCN backward takes grad and x of the same (N, C, L) shape");
-  const int64_t N = x.size(0), C = x.size(1), L = x.size(2);
+  TORCH_CHECK(x.dim() >= 2 && x.size(0) * x.size(1) > 0 &&
+                  grad.sizes() == x.sizes(),
+              "BCN backward takes grad and x of the same (N, C, *) shape");
+  const int64_t N = x.size(0), C = x.size(1), L = x.numel() / (N * C);
   const int64_t groups = group_weight.numel();
   TORCH_CHECK(groups > 0 && C % groups == 0,
               "BCN backward: the groups do not divide the channels");

@@ -24,12 +24,14 @@ from torch import Tensor
 USE_COMPILED = True
 
 
-def _affine(rows: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """``weight * rows + bias`` per row: torch's batch-norm kernel in eval
-    mode with the rows as channels, one pass (a multiply-add broadcasting
-    its coefficients is slower on CPU)."""
+def _affine(rows: Tensor, weight: Tensor, bias: Tensor,
+            shape=None) -> Tensor:
+    """``weight * rows + bias`` per row, of ``shape`` (by default the
+    rows'): torch's batch-norm kernel in eval mode with the rows as
+    channels, one pass (a multiply-add broadcasting its coefficients is
+    slower on CPU)."""
     count, length = rows.shape
-    out = torch.empty_like(rows)
+    out = rows.new_empty(shape or rows.shape)
     # into out: a view of the kernel's own output, returned from BCN's
     # autograd Function, could not be modified in place
     torch.ops.aten.native_batch_norm.out(
@@ -54,10 +56,11 @@ class TorchKernels:
         return mean.view(count), rstd.view(count).pow(-2)
 
     @staticmethod
-    def row_affine(rows: Tensor, mean: Tensor, a: Tensor,
-                   b: Tensor) -> Tensor:
-        """``a * (rows - mean) + b`` per row."""
-        return _affine(rows, a, torch.addcmul(b, a, mean, value=-1))
+    def row_affine(rows: Tensor, mean: Tensor, a: Tensor, b: Tensor,
+                   shape=None) -> Tensor:
+        """``a * (rows - mean) + b`` per row, of ``shape`` (by default the
+        rows')."""
+        return _affine(rows, a, torch.addcmul(b, a, mean, value=-1), shape)
 
     @staticmethod
     def row_sums(grad: Tensor, rows: Tensor,
