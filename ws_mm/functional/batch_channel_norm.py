@@ -402,8 +402,10 @@ class _BatchChannelNorm(torch.autograd.Function):
         grad_x, grad_params = _backward(
             grad_out.reshape(x.shape), x, (row_mean, row_var), (mean, var),
             params, ctx.eps, ctx.batch_statistics, ctx.needs_input_grad[0])
-        grad_params = [g if need else None
-                       for g, need in zip(grad_params, ctx.needs_input_grad[1:5])]
+        grad_params = [
+            g if need else None
+            for g, need in zip(grad_params, ctx.needs_input_grad[1:5])
+        ]
         return (grad_x, *grad_params, None, None, None)
 
 

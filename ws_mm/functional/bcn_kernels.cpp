@@ -112,10 +112,10 @@ struct Group {
 // null), else the given ones moved toward the batch's mean and its second
 // moment around the given mean by rate (0: the given ones).
 template <typename T>
-void channel_statistics(const T* row_mean, const T* row_var, const T* given_mean,
-                        const T* given_var, double rate, T* batch_mean,
-                        T* batch_var, T* ch_mean, T* ch_var, int64_t N,
-                        int64_t C, int64_t c0, int64_t cg) {
+void channel_statistics(const T* row_mean, const T* row_var,
+                        const T* given_mean, const T* given_var, double rate,
+                        T* batch_mean, T* batch_var, T* ch_mean, T* ch_var,
+                        int64_t N, int64_t C, int64_t c0, int64_t cg) {
   for (int64_t c = c0; c < c0 + cg; ++c) {
     double mean = 0, var = 0;
     for (int64_t n = 0; n < N; ++n) mean += row_mean[n * C + c];
@@ -186,7 +186,8 @@ void backward_group(const T* grad, const T* x, T* grad_x, const Group& s,
     }
   // per sample: grad_z = gscale * grad + coef * z + constant
   const double size = double(L) * cg;
-  std::vector<double> coef(N), constant(N), shift_sum(cg, 0), weight_sum(cg, 0);
+  std::vector<double> coef(N), constant(N), shift_sum(cg, 0),
+      weight_sum(cg, 0);
   double group_sum_all = 0, group_weight_sum = 0;
   for (int64_t n = 0; n < N; ++n) {
     double group_sum = 0, group_sum_z = 0;  // of grad, of grad * z
@@ -202,7 +203,8 @@ void backward_group(const T* grad, const T* x, T* grad_x, const Group& s,
     group_weight_sum += group_sum_zc * s.grstd[n];
     coef[n] = group_sum_zc * s.grstd[n] * s.grstd[n] * gscale / -size;
     constant[n] = -coef[n] * s.gmean[n] - gscale * group_sum / size;
-    for (int64_t k = 0; k < cg; ++k) {  // the rows' sums of grad_z, grad_z * (x - mean)
+    // the rows' sums of grad_z and grad_z * (x - mean)
+    for (int64_t k = 0; k < cg; ++k) {
       const double delta = s.m[n * cg + k] - s.mean[k];
       const double sum_gxm = sum_gx[n * cg + k] + delta * sum_g[n * cg + k];
       const double var = s.v[n * cg + k];
@@ -311,7 +313,8 @@ std::vector<at::Tensor> forward(const at::Tensor& x, int64_t groups,
       forward_group(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
                     row_mean.data_ptr<scalar_t>(), row_var.data_ptr<scalar_t>(),
                     gm, gv, rate, stats[2].data_ptr<scalar_t>(),
-                    stats[3].data_ptr<scalar_t>(), stats[0].data_ptr<scalar_t>(),
+                    stats[3].data_ptr<scalar_t>(),
+                    stats[0].data_ptr<scalar_t>(),
                     stats[1].data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
                     b.data_ptr<scalar_t>(), gwp[g], gbp[g], eps, N, C, L,
                     g * (C / groups), C / groups);
@@ -340,7 +343,8 @@ std::vector<at::Tensor> backward(
              cv = like(x, ch_var, C), w = like(x, weight, C),
              b = like(x, bias, C), gw = like(x, group_weight, groups);
   at::Tensor grad_x = input_grad ? at::empty_like(x) : at::Tensor();
-  auto grad_w = at::empty({C}, x.options()), grad_b = at::empty({C}, x.options());
+  auto grad_w = at::empty({C}, x.options()),
+       grad_b = at::empty({C}, x.options());
   auto grad_gw = at::empty({groups}, x.options()),
        grad_gb = at::empty({groups}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_backward", [&] {
