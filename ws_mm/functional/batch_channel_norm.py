@@ -229,6 +229,8 @@ class Estimates(NamedTuple):
 
 
 Channel = Union[None, Moments, Estimates]
+# called with the batch's per-channel mean and biased variance
+Observer = Callable[[Tensor, Tensor], None]
 
 
 def _compiled_forward(compiled, rows: Tensor, x: Tensor,
@@ -245,7 +247,7 @@ def _compiled_forward(compiled, rows: Tensor, x: Tensor,
 
 
 def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
-             eps: float, observe: Optional[Callable[[Moments], None]]):
+             eps: float, observe: Optional[Observer]):
     """BCN's output (of ``x``'s shape and dtype), the rows' moments and the
     channel statistics it normalized with."""
     rows = _rows(x)
@@ -280,7 +282,8 @@ def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
 def _torch_forward(rows: Tensor, x: Tensor, moments: Optional[Moments],
                    channel: Optional[Moments], params: Sequence[Tensor],
                    eps: float):
-    """:func:`_compiled_forward` with :class:`TorchKernels`."""
+    """:func:`_compiled_forward` with :class:`TorchKernels` (``moments``:
+    the rows', if computed already)."""
     dtype = rows.dtype
     if moments is None:
         moments = tuple(
@@ -431,8 +434,7 @@ def _differentiable_backward(ctx, grad_out, x, params, channel):
 def batch_channel_norm(x: Tensor, weight: Tensor, bias: Tensor,
                        group_weight: Tensor, group_bias: Tensor,
                        eps: float = 1e-5, channel: Channel = None,
-                       observe: Optional[Callable[[Moments], None]] = None
-                       ) -> Tensor:
+                       observe: Optional[Observer] = None) -> Tensor:
     """Batch-Channel Normalization of ``x`` ``(N, C, *)`` as one map.
 
     Equals ``group_norm_group_affine(channel_stage(x), ...)``, where the
