@@ -1,5 +1,5 @@
-"""BCN's kernels (ws_mm.functional.bcn_kernels): the C++ forward and
-backward against float64 computations from the definitions, on rows a naive
+"""BCN's kernels (ws_mm.functional.bcn_kernels): the C++ autograd function
+against float64 computations from the definitions, on rows a naive
 computation gets wrong; the rows' moments, C++ and torch's; where the C++
 kernels apply; that a training step touches activations through them only;
 and what BatchChannelNorm does where they cannot be built."""
@@ -64,51 +64,62 @@ def bcn_case(dtype, n=3, c=32, groups=4, length=1000):
 
 
 @DTYPES
-@pytest.mark.parametrize('channel', ['batch', 'given', 'moved'])
-def test_the_cpp_forward_and_backward_match_float64(channel, dtype):
-    """Output, statistics and every gradient of the C++ kernels against
-    autograd through ref_bcn in float64; the channel statistics are the
-    batch's, given constants, or given ones moved toward the batch's mean
-    and second moment around the given mean by a rate (estimate mode)."""
+@pytest.mark.parametrize('channel', ['batch', 'given', 'moved', 'first'])
+def test_the_cpp_function_matches_float64(channel, dtype):
+    """Output, statistics, estimates and every gradient of the C++ autograd
+    function against autograd through ref_bcn in float64. The channel
+    statistics are the batch's (differentiated), given constants, or
+    estimates updated in place first: moved toward the batch's mean and
+    second moment around the given mean by a rate, or (the first update)
+    replaced by the batch's mean and variance."""
     kernels = bcn_kernels._compiled()
     x, params, given = bcn_case(dtype)
     n, c, length = x.shape
     groups = params[2].numel()
-    rate = {'batch': 0.0, 'given': 0.0, 'moved': 0.3}[channel]
-    out, row_mean, row_var, mean, var, batch_mean, batch_var = \
-        kernels.forward(x, groups, *(given if channel != 'batch' else
-                                     (None, None)), rate, *params, 1e-5)
+    estimates = [t.clone() for t in given]
+    rate = {'moved': 0.3}.get(channel)
+    update = channel in ('moved', 'first')
+    xg = x.clone().requires_grad_()
+    pg = [p.clone().requires_grad_() for p in params]
+    out, batch_mean, batch_var, kept = kernels.bcn(
+        xg, *pg, *(estimates if channel != 'batch' else (None, None)), rate,
+        update, channel == 'batch', 1e-5)
 
     x64 = x.double().requires_grad_()
     p64 = [p.double().requires_grad_() for p in params]
     b_mean, b_var = ref_channel_stats(x64)
-    if channel == 'batch':
-        ref_mean, ref_var = b_mean, b_var
-    else:
-        g_mean, g_var = (t.double() for t in given)
-        target = b_var.detach() + (b_mean.detach() - g_mean)**2
-        ref_mean = g_mean + rate * (b_mean.detach() - g_mean)
-        ref_var = g_var + rate * (target - g_var)
+    g_mean, g_var = (t.double() for t in given)
+    ref_mean, ref_var = {
+        'batch': (b_mean, b_var),
+        'given': (g_mean, g_var),
+        'moved': (g_mean + 0.3 * (b_mean.detach() - g_mean),
+                  g_var + 0.3 * (b_var.detach() +
+                                 (b_mean.detach() - g_mean)**2 - g_var)),
+        'first': (b_mean.detach(), b_var.detach()),
+    }[channel]
     ref = ref_bcn(x64, ref_mean, ref_var, *p64, groups)
     tol = rounding_tol(dtype, n * length)
+    assert out.dtype == dtype and not out._is_view()
     assert rel_error(out, ref) < tol
-    assert rel_error(mean, ref_mean) < tol and rel_error(var, ref_var) < tol
     assert rel_error(batch_mean, b_mean) < tol
     assert rel_error(batch_var, b_var) < tol
-    assert rel_error(row_mean, x64.mean(2)) < tol
+    assert kept
+    for estimate, old, expected in zip(estimates, given, (ref_mean, ref_var)):
+        if update:
+            assert rel_error(estimate, expected) < tol
+        else:
+            assert torch.equal(estimate, old)
 
     grad = torch.randn(x.shape, dtype=torch.float64)
     expected = torch.autograd.grad(ref, [x64, *p64], grad)
-    got = kernels.backward(grad.to(dtype), x, row_mean, row_var, mean, var,
-                           *params[:3], 1e-5, channel == 'batch', True)
+    got = torch.autograd.grad(out, [xg, *pg], grad.to(dtype),
+                              retain_graph=True)
     for result, reference, p in zip(got, expected, [x, *params]):
         assert result.shape == p.shape and result.dtype == dtype
         assert rel_error(result, reference) < tol
-    without = kernels.backward(grad.to(dtype), x, row_mean, row_var, mean,
-                               var, *params[:3], 1e-5, channel == 'batch',
-                               False)
-    assert without[0] is None
-    assert all(torch.equal(a, b) for a, b in zip(without[1:], got[1:]))
+    # without the input's gradient: the same for the parameters
+    without = torch.autograd.grad(out, pg, grad.to(dtype))
+    assert all(torch.equal(a, b) for a, b in zip(without, got[1:]))
 
 
 def test_the_cpp_kernels_apply_on_cpu(monkeypatch):
@@ -128,10 +139,13 @@ def test_the_cpp_kernels_reject_what_they_cannot_read():
     with pytest.raises(RuntimeError, match='contiguous float32/float64'):
         kernels.row_moments(torch.zeros(4, 8).t())
     with pytest.raises(RuntimeError, match='groups dividing C'):
-        kernels.forward(x, 3, None, None, 0.0, *params, 1e-5)
+        kernels.bcn(x, *params[:2], params[2][:, :3], params[3][:, :3], None,
+                    None, None, False, True, 1e-5)
     with pytest.raises(RuntimeError, match='has 7 elements, expected 8'):
-        kernels.forward(x, 4, None, None, 0.0, params[0][:7], *params[1:],
-                        1e-5)
+        kernels.bcn(x, params[0][:7], *params[1:], None, None, None, False,
+                    True, 1e-5)
+    with pytest.raises(RuntimeError, match='updating estimates takes them'):
+        kernels.bcn(x, *params, None, None, 0.5, True, False, 1e-5)
 
 
 @pytest.mark.parametrize('mode', ['estimate', 'batch'])

@@ -24,6 +24,7 @@ statistics its rows need, the channel stage's included, so the forward and
 the backward each read a block from memory once and re-read it in cache, as
 group norm's kernel does. Elsewhere the passes are torch's kernels.
 """
+import functools
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -210,22 +211,17 @@ def _map(co: _Coefficients, group_bias: Tensor) -> Tuple[Tensor, Tensor]:
 
 
 class Estimates(NamedTuple):
-    """Running estimates of the channel statistics, updated from each batch
-    before it is normalized (BCN's estimate mode).
+    """Running estimates of the channel statistics, updated in place from
+    each batch before it is normalized (BCN's estimate mode).
 
-    ``update(batch_mean, batch_var, new=None)`` updates them from the
-    batch's per-channel statistics (:func:`channel_stats`) and returns the
-    ``(mean, var)`` to normalize with. ``mean``, ``var`` and ``rate`` say
-    what that update computes, so that the compiled kernel can normalize in
-    the pass that computes the batch's statistics, and hand its result over
-    as ``new``: the estimates moved toward the batch's mean and its second
-    moment around ``mean`` by ``rate``, or, if ``rate`` is ``None``, the
-    batch's own statistics. It may return the estimates themselves: the
-    statistics normalized with are copied before a later update."""
+    :func:`update_estimates` says how, at ``rate`` (``None``: the first
+    update). ``counted(kept)`` is then called, ``kept`` whether the batch
+    updated them (``False``: its statistics were not finite, and it was
+    normalized with the estimates unchanged)."""
     mean: Tensor
     var: Tensor
     rate: Optional[float]
-    update: Callable[..., Moments]
+    counted: Callable[[bool], None]
 
 
 Channel = Union[None, Moments, Estimates]
@@ -233,61 +229,48 @@ Channel = Union[None, Moments, Estimates]
 Observer = Callable[[Tensor, Tensor], None]
 
 
-def _compiled_forward(compiled, rows: Tensor, x: Tensor,
-                      channel: Optional[Moments], rate: float,
-                      params: Sequence[Tensor], eps: float):
-    """BCN's output, of ``x``'s shape, the rows' moments, the channel
-    statistics it normalized with and the batch's: with ``channel``, that
-    moved toward the batch's by ``rate`` (:class:`Estimates`), else the
-    batch's own."""
-    out, *moments, mean, var, batch_mean, batch_var = compiled.forward(
-        rows.view(x.shape), params[2].numel(), *(channel or (None, None)),
-        rate, *params, eps)
-    return out, moments, (mean, var), (batch_mean, batch_var)
+@torch.no_grad()
+def update_estimates(mean: Tensor, var: Tensor, rate: Optional[float],
+                     batch_mean: Tensor, batch_var: Tensor) -> bool:
+    """Move the estimates ``mean`` and ``var`` in place toward a batch's
+    per-channel mean and biased variance (:func:`channel_stats`) by
+    ``rate`` (:func:`moving_average_rate`), or with ``rate=None`` (the first
+    update) replace them; ``False``, and nothing changed, if the batch's
+    statistics are not finite.
+
+    As the official code, the variance moves toward the batch's second
+    moment around the estimated mean, ``E[(x - mean)^2] = var + (batch_mean
+    - mean)^2``: it keeps the batch-to-batch spread, without which a
+    micro-batch (one value per channel, as in ASPP's image pooling at one
+    image) would drive the estimate to 0. The first update has no estimated
+    mean yet: it takes the batch's own statistics. The compiled kernel
+    (``bcn_kernels.cpp``) computes the same in the pass that normalizes."""
+    batch_mean, batch_var = batch_mean.to(mean.dtype), batch_var.to(mean.dtype)
+    if rate is not None:
+        deviation = batch_mean - mean
+        batch_var = torch.addcmul(batch_var, deviation, deviation)
+    if not torch.cat((batch_mean, batch_var)).isfinite().all():
+        return False
+    if rate is None:  # a copy, not a lerp: NaN estimates are replaced
+        mean.copy_(batch_mean)
+        var.copy_(batch_var)
+    else:
+        mean.lerp_(batch_mean, rate)
+        var.lerp_(batch_var, rate)
+    return True
 
 
-def _forward(x: Tensor, params: Sequence[Tensor], channel: Channel,
-             eps: float, observe: Optional[Observer]):
-    """BCN's output (of ``x``'s shape and dtype), the rows' moments and the
-    channel statistics it normalized with."""
+def _forward(x: Tensor, params: Sequence[Tensor], channel: Optional[Moments],
+             eps: float, observe: Optional[Observer],
+             moments: Optional[Moments] = None):
+    """BCN's output (of ``x``'s shape and dtype) with torch's kernels, the
+    rows' moments (``moments``: if computed already) and the channel
+    statistics it normalized with."""
     rows = _rows(x)
     n, c = x.shape[:2]
-    compiled = bcn_kernels.compiled_for(rows)
-    if isinstance(channel, Estimates) and compiled and not multi_rank():
-        # the update inside the kernel, then here with the same statistics
-        given = None if channel.rate is None else (channel.mean, channel.var)
-        out, moments, used, batch = _compiled_forward(
-            compiled, rows, x, given, channel.rate or 0.0, params, eps)
-        stats = channel.update(*batch, used)
-        if stats is not used:  # the update skipped the batch
-            out, moments, used, _ = _compiled_forward(
-                compiled, rows, x, stats, 0.0, params, eps)
-        return out.to(x.dtype), moments, used
-    moments = None
-    if isinstance(channel, Estimates):
-        passes = compiled or TorchKernels
-        moments = tuple(t.view(n, c) for t in passes.row_moments(rows))
-        channel = channel.update(*channel_stats(x, moments))
-    if compiled:
-        out, moments, channel, batch = _compiled_forward(
-            compiled, rows, x, channel, 0.0, params, eps)
-    else:
-        out, moments, channel, batch = _torch_forward(rows, x, moments,
-                                                      channel, params, eps)
-    if observe:
-        observe(*batch)
-    return out.to(x.dtype), moments, channel
-
-
-def _torch_forward(rows: Tensor, x: Tensor, moments: Optional[Moments],
-                   channel: Optional[Moments], params: Sequence[Tensor],
-                   eps: float):
-    """:func:`_compiled_forward` with :class:`TorchKernels` (``moments``:
-    the rows', if computed already)."""
     dtype = rows.dtype
     if moments is None:
-        moments = tuple(
-            t.view(x.shape[:2]) for t in TorchKernels.row_moments(rows))
+        moments = tuple(t.view(n, c) for t in TorchKernels.row_moments(rows))
     batch = pool_moments(*moments)
     # copies: running statistics may be updated in place before backward
     channel = (tuple(t.to(dtype, copy=True) for t in channel) if channel
@@ -301,7 +284,9 @@ def _torch_forward(rows: Tensor, x: Tensor, moments: Optional[Moments],
     b = torch.addcmul(group_bias.view(1, -1, 1), co.group_scale, co.centered)
     out = TorchKernels.row_affine(rows, moments[0].reshape(-1), a.reshape(-1),
                                   b.reshape(-1), x.shape)
-    return out, moments, channel, batch
+    if observe:
+        observe(*batch)
+    return out.to(x.dtype), moments, channel
 
 
 def _backward(grad: Tensor, x: Tensor, moments: Moments, channel: Moments,
@@ -319,13 +304,7 @@ def _backward(grad: Tensor, x: Tensor, moments: Moments, channel: Moments,
     # Rows once: a gradient that is not contiguous (that of a sum is an
     # expanded scalar) would be copied by each pass.
     rows, grad = _rows(x), _rows(grad)
-    n, c = x.shape[:2]
-    compiled = bcn_kernels.compiled_for(rows)
-    if compiled:
-        grad_x, *grad_params = compiled.backward(
-            grad.view(x.shape), rows.view(x.shape), *moments, *channel,
-            *params[:3], eps, batch_statistics, input_grad)
-        return grad_x.to(x.dtype) if input_grad else None, grad_params
+    n = x.size(0)
     weight, bias, group_weight = (p.to(rows.dtype).reshape(-1)
                                   for p in params[:3])
     co = _coefficients(moments, channel, weight, bias, group_weight, eps)
@@ -384,13 +363,15 @@ class _BatchChannelNorm(torch.autograd.Function):
     """:func:`_forward`, with the backward of :func:`_backward`. The output
     is made in ``x``'s shape, not viewed: an in-place op on a view of it (a
     ReLU) would copy the whole gradient in the backward, and on a view made
-    here would be refused."""
+    here would be refused. The compiled kernels' function is the same in
+    C++ (``bcn_kernels.cpp``)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, group_weight, group_bias, channel, eps,
-                observe):
+                observe, moments):
         params = (weight, bias, group_weight, group_bias)
-        out, moments, used = _forward(x, params, channel, eps, observe)
+        out, moments, used = _forward(x, params, channel, eps, observe,
+                                      moments)
         ctx.save_for_backward(x, *moments, *used, *params)
         ctx.batch_statistics, ctx.eps = channel is None, eps
         return out
@@ -400,35 +381,43 @@ class _BatchChannelNorm(torch.autograd.Function):
         # Unpacked once: non-reentrant checkpointing allows no second unpack.
         x, row_mean, row_var, mean, var, *params = ctx.saved_tensors
         channel = None if ctx.batch_statistics else (mean, var)
+        needs = ctx.needs_input_grad[:5]
         if torch.is_grad_enabled():  # backward(create_graph=True)
-            return _differentiable_backward(ctx, grad_out, x, params, channel)
-        grad_x, grad_params = _backward(
-            grad_out.reshape(x.shape), x, (row_mean, row_var), (mean, var),
-            params, ctx.eps, ctx.batch_statistics, ctx.needs_input_grad[0])
-        grad_params = [
-            g if need else None
-            for g, need in zip(grad_params, ctx.needs_input_grad[1:5])
-        ]
-        return (grad_x, *grad_params, None, None, None)
+            grads = _differentiable_backward(grad_out, x, params, channel,
+                                             ctx.eps, needs)
+        else:
+            grad_x, grad_params = _backward(
+                grad_out.reshape(x.shape), x, (row_mean, row_var),
+                (mean, var), params, ctx.eps, ctx.batch_statistics, needs[0])
+            grads = [g if need else None
+                     for g, need in zip((grad_x, *grad_params), needs)]
+        return (*grads, None, None, None, None)
 
 
-def _differentiable_backward(ctx, grad_out, x, params, channel):
-    """The same gradients, recorded by autograd (the forward recomputed from
-    differentiable moments), so that they can be differentiated again."""
-    needs = ctx.needs_input_grad[:5]
+def _differentiable_backward(grad_out, x, params, channel, eps, needs):
+    """The gradients w.r.t. ``x`` and the four affines where ``needs`` says,
+    recorded by autograd (the forward recomputed from differentiable
+    moments), so that they can be differentiated again."""
     rows = _rows(x).view(*x.shape[:2], -1)
     row_var, row_mean = torch.var_mean(rows, dim=2, correction=0)
     weight, bias, group_weight, group_bias = (p.to(row_mean.dtype)
                                               for p in params)
     moments = (row_mean, row_var)
     a, b = _map(_coefficients(moments, channel or pool_moments(*moments),
-                              weight, bias, group_weight, ctx.eps), group_bias)
+                              weight, bias, group_weight, eps), group_bias)
     out = torch.addcmul(b[..., None], a[..., None], rows).to(x.dtype)
     wrt = [t for t, need in zip((x, *params), needs) if need]
     grads = iter(torch.autograd.grad(out, wrt, grad_out.reshape_as(out),
                                      create_graph=True))
-    return (*[next(grads) if need else None for need in needs], None, None,
-            None)
+    return [next(grads) if need else None for need in needs]
+
+
+@functools.lru_cache(maxsize=None)
+def _function(compiled):
+    """The compiled kernels' autograd function, told how to differentiate
+    its backward (in Python: only ``backward(create_graph=True)`` needs it)."""
+    compiled.set_differentiable_backward(_differentiable_backward)
+    return compiled.bcn
 
 
 def batch_channel_norm(x: Tensor, weight: Tensor, bias: Tensor,
@@ -451,7 +440,7 @@ def batch_channel_norm(x: Tensor, weight: Tensor, bias: Tensor,
         eps: added to both stages' variances inside the square root.
         channel: the channel stage's ``(mean, var)``, each ``(C,)``;
             ``None`` for the batch's own; or :class:`Estimates`, updated
-            from the batch first.
+            in place from the batch first.
         observe: called with the batch's per-channel mean and biased
             variance once computed (a BatchNorm stage's running update).
 
@@ -459,8 +448,31 @@ def batch_channel_norm(x: Tensor, weight: Tensor, bias: Tensor,
     output has ``x``'s dtype.
     """
     params = (weight, bias, group_weight, group_bias)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, *params)):
-        out = _BatchChannelNorm.apply(x, *params, channel, eps, observe)
+    compiled = bcn_kernels.compiled_for(x)
+    batch = channel is None
+    moments = None
+    if isinstance(channel, Estimates):
+        if compiled and not multi_rank():  # the update inside the kernel
+            out, _, _, kept = _function(compiled)(
+                x, *params, channel.mean, channel.var, channel.rate, True,
+                False, eps)
+            channel.counted(kept)
+            return out
+        if not compiled:
+            moments = sample_channel_moments(x)
+        channel.counted(update_estimates(
+            channel.mean, channel.var, channel.rate,
+            *channel_stats(x, moments)))
+        channel = channel[:2]
+    if compiled:
+        out, batch_mean, batch_var, _ = _function(compiled)(
+            x, *params, *(channel or (None, None)), None, False, batch, eps)
+        if observe:
+            observe(batch_mean, batch_var)
+    elif torch.is_grad_enabled() and any(t.requires_grad
+                                         for t in (x, *params)):
+        out = _BatchChannelNorm.apply(x, *params, channel, eps, observe,
+                                      moments)
     else:
-        out = _forward(x, params, channel, eps, observe)[0]
+        out = _forward(x, params, channel, eps, observe, moments)[0]
     return out

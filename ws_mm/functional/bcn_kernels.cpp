@@ -5,7 +5,10 @@
 // kernel does. Tensors are contiguous, float32 or float64: inputs (N, C, *),
 // taken as (N, C, L) rows, outputs of their shape; per-row statistics
 // (N, C), per-channel ones (C); the (N, C) arithmetic is in double.
-// bcn_kernels.py builds this file.
+// They run as an autograd function in C++ (bcn), which updates running
+// estimates in place too: at a small input, Python's share of a call
+// (an autograd Function, a dozen small torch ops) would cost more than
+// the kernels. bcn_kernels.py builds this file.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -25,19 +28,24 @@ void for_groups(int64_t groups, int64_t numel, const F& f) {
   for (int64_t g = 0; g < groups; ++g) f(g);
 }
 
-// The sum of f(i) over a row, vectorized in T within blocks of 256
-// elements, the blocks added in double: the rounding of a 256-term sum.
-template <typename T, typename F>
-double row_sum(int64_t length, const F& f) {
-  double total = 0;
+// The sums of a row's grad and of grad * (x - mu) in one pass, vectorized
+// in T within blocks of 256 elements, the blocks added in double: the
+// rounding of a 256-term sum.
+template <typename T>
+void row_sums_of(const T* grad, const T* x, T mu, int64_t length,
+                 double* sum, double* sum_x) {
+  double total = 0, total_x = 0;
   for (int64_t start = 0; start < length; start += 256) {
     const int64_t stop = std::min<int64_t>(length, start + 256);
-    T block = 0;
-#pragma omp simd reduction(+ : block)
-    for (int64_t i = start; i < stop; ++i) block += f(i);
-    total += block;
+    T block = 0, block_x = 0;
+#pragma omp simd reduction(+ : block, block_x)
+    for (int64_t i = start; i < stop; ++i) {
+      block += grad[i];
+      block_x += grad[i] * (x[i] - mu);
+    }
+    total += block, total_x += block_x;
   }
-  return total;
+  *sum = total, *sum_x = total_x;
 }
 
 // Mean and biased variance of a row in one pass, from the sums of its
@@ -69,14 +77,18 @@ void row_moments_of(const T* row, int64_t length, T* mean, T* var) {
 // sqrt(var(z) + eps), and z's group mean.
 struct Group {
   int64_t N, C, L, c0, cg;
-  std::vector<double> m, v, scale, shift, rstd, mean, gmean, grstd;
+  std::vector<double> buffer;  // one allocation for the arrays below
+  double *m, *v, *scale, *shift, *rstd, *mean, *gmean, *grstd;
 
   template <typename T>
   Group(int64_t N, int64_t C, int64_t L, int64_t c0, int64_t cg,
         const T* row_mean, const T* row_var, const T* ch_mean,
         const T* ch_var, const T* weight, const T* bias, double eps)
-      : N(N), C(C), L(L), c0(c0), cg(cg), m(N * cg), v(N * cg), scale(cg),
-        shift(cg), rstd(cg), mean(cg), gmean(N), grstd(N) {
+      : N(N), C(C), L(L), c0(c0), cg(cg), buffer(2 * N * cg + 4 * cg + 2 * N) {
+    double* at = buffer.data();
+    for (double** array : {&m, &v}) *array = at, at += N * cg;
+    for (double** array : {&scale, &shift, &rstd, &mean}) *array = at, at += cg;
+    gmean = at, grstd = at + N;
     for (int64_t n = 0; n < N; ++n)
       for (int64_t k = 0; k < cg; ++k) {
         m[n * cg + k] = row_mean[n * C + c0 + k];
@@ -99,6 +111,7 @@ struct Group {
       grstd[n] = 1 / std::sqrt(sum_sq / cg + eps);
     }
   }
+  Group(const Group&) = delete;
 
   double z_mean(int64_t n, int64_t k) const {
     return scale[k] * m[n * cg + k] + shift[k];
@@ -175,19 +188,18 @@ void backward_group(const T* grad, const T* x, T* grad_x, const Group& s,
                     T* grad_weight, T* grad_bias, T* grad_group_weight,
                     T* grad_group_bias) {
   const int64_t N = s.N, cg = s.cg, L = s.L;
-  std::vector<double> sum_g(N * cg), sum_gx(N * cg);
+  std::vector<double> buffer(2 * N * cg + 2 * N + 2 * cg, 0.0);
+  double *sum_g = buffer.data(), *sum_gx = sum_g + N * cg,
+         *coef = sum_gx + N * cg, *constant = coef + N,
+         *shift_sum = constant + N, *weight_sum = shift_sum + cg;
   for (int64_t n = 0; n < N; ++n)
     for (int64_t k = 0; k < cg; ++k) {
-      const T *gr = grad + s.row(n, k), *xr = x + s.row(n, k),
-              mu = s.m[n * cg + k];
-      sum_g[n * cg + k] = row_sum<T>(L, [&](int64_t i) { return gr[i]; });
-      sum_gx[n * cg + k] = row_sum<T>(
-          L, [&](int64_t i) { return gr[i] * (xr[i] - mu); });
+      const int64_t at = s.row(n, k);
+      row_sums_of<T>(grad + at, x + at, s.m[n * cg + k], L, sum_g + n * cg + k,
+                     sum_gx + n * cg + k);
     }
   // per sample: grad_z = gscale * grad + coef * z + constant
   const double size = double(L) * cg;
-  std::vector<double> coef(N), constant(N), shift_sum(cg, 0),
-      weight_sum(cg, 0);
   double group_sum_all = 0, group_weight_sum = 0;
   for (int64_t n = 0; n < N; ++n) {
     double group_sum = 0, group_sum_z = 0;  // of grad, of grad * z
@@ -305,19 +317,22 @@ std::vector<at::Tensor> forward(const at::Tensor& x, int64_t groups,
   std::vector<at::Tensor> stats;
   for (int i = 0; i < 4; ++i) stats.push_back(at::empty({C}, x.options()));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_forward", [&] {
-    const scalar_t* gwp = gw.data_ptr<scalar_t>();
-    const scalar_t* gbp = gb.data_ptr<scalar_t>();
-    const scalar_t* gm = mean ? given_mean.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* gv = mean ? given_var.data_ptr<scalar_t>() : nullptr;
+    // pointers read once: data_ptr checks the tensor on every call
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *wp = w.data_ptr<scalar_t>(),
+                   *bp = b.data_ptr<scalar_t>(), *gwp = gw.data_ptr<scalar_t>(),
+                   *gbp = gb.data_ptr<scalar_t>(),
+                   *gm = mean ? given_mean.data_ptr<scalar_t>() : nullptr,
+                   *gv = mean ? given_var.data_ptr<scalar_t>() : nullptr;
+    scalar_t *yp = y.data_ptr<scalar_t>(), *rmp = row_mean.data_ptr<scalar_t>(),
+             *rvp = row_var.data_ptr<scalar_t>(),
+             *cm = stats[0].data_ptr<scalar_t>(),
+             *cv = stats[1].data_ptr<scalar_t>(),
+             *bm = stats[2].data_ptr<scalar_t>(),
+             *bv = stats[3].data_ptr<scalar_t>();
     for_groups(groups, x.numel(), [&](int64_t g) {
-      forward_group(x.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(),
-                    row_mean.data_ptr<scalar_t>(), row_var.data_ptr<scalar_t>(),
-                    gm, gv, rate, stats[2].data_ptr<scalar_t>(),
-                    stats[3].data_ptr<scalar_t>(),
-                    stats[0].data_ptr<scalar_t>(),
-                    stats[1].data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                    b.data_ptr<scalar_t>(), gwp[g], gbp[g], eps, N, C, L,
-                    g * (C / groups), C / groups);
+      forward_group(xp, yp, rmp, rvp, gm, gv, rate, bm, bv, cm, cv, wp, bp,
+                    gwp[g], gbp[g], eps, N, C, L, g * (C / groups),
+                    C / groups);
     });
   });
   return {y, row_mean, row_var, stats[0], stats[1], stats[2], stats[3]};
@@ -348,18 +363,21 @@ std::vector<at::Tensor> backward(
   auto grad_gw = at::empty({groups}, x.options()),
        grad_gb = at::empty({groups}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_backward", [&] {
-    const scalar_t *gwp = gw.data_ptr<scalar_t>(), *bp = b.data_ptr<scalar_t>();
-    scalar_t* gx = input_grad ? grad_x.data_ptr<scalar_t>() : nullptr;
+    const scalar_t *gp = g_.data_ptr<scalar_t>(), *xp = x.data_ptr<scalar_t>(),
+                   *rmp = rm.data_ptr<scalar_t>(), *rvp = rv.data_ptr<scalar_t>(),
+                   *cmp = cm.data_ptr<scalar_t>(), *cvp = cv.data_ptr<scalar_t>(),
+                   *wp = w.data_ptr<scalar_t>(), *bp = b.data_ptr<scalar_t>(),
+                   *gwp = gw.data_ptr<scalar_t>();
+    scalar_t *gx = input_grad ? grad_x.data_ptr<scalar_t>() : nullptr,
+             *gwd = grad_w.data_ptr<scalar_t>(),
+             *gbd = grad_b.data_ptr<scalar_t>(),
+             *ggw = grad_gw.data_ptr<scalar_t>(),
+             *ggb = grad_gb.data_ptr<scalar_t>();
     for_groups(groups, x.numel(), [&](int64_t g) {
-      const Group s(N, C, L, g * (C / groups), C / groups,
-                    rm.data_ptr<scalar_t>(), rv.data_ptr<scalar_t>(),
-                    cm.data_ptr<scalar_t>(), cv.data_ptr<scalar_t>(),
-                    w.data_ptr<scalar_t>(), bp, eps);
-      backward_group(g_.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), gx, s, bp,
-                     gwp[g], batch, grad_w.data_ptr<scalar_t>(),
-                     grad_b.data_ptr<scalar_t>(),
-                     grad_gw.data_ptr<scalar_t>() + g,
-                     grad_gb.data_ptr<scalar_t>() + g);
+      const Group s(N, C, L, g * (C / groups), C / groups, rmp, rvp, cmp, cvp,
+                    wp, bp, eps);
+      backward_group(gp, xp, gx, s, bp, gwp[g], batch, gwd, gbd, ggw + g,
+                     ggb + g);
     });
   });
   return {grad_x, grad_w.view(weight.sizes()).to(weight.scalar_type()),
@@ -368,10 +386,159 @@ std::vector<at::Tensor> backward(
           grad_gb.view(group_weight.sizes()).to(group_weight.scalar_type())};
 }
 
+// Whether the batch's channel statistics may update the estimates: the
+// mean and the second moment around the estimated mean (the variance on
+// the first update, estimated_mean undefined) are finite.
+bool finite(const at::Tensor& batch_mean, const at::Tensor& batch_var,
+            const at::Tensor& estimated_mean) {
+  bool all = true;
+  AT_DISPATCH_FLOATING_TYPES(batch_mean.scalar_type(), "finite", [&] {
+    const auto em = estimated_mean.defined()
+                        ? like(batch_mean, estimated_mean, batch_mean.numel())
+                        : at::Tensor();
+    const scalar_t *m = batch_mean.data_ptr<scalar_t>(),
+                   *v = batch_var.data_ptr<scalar_t>(),
+                   *e = em.defined() ? em.data_ptr<scalar_t>() : nullptr;
+    for (int64_t c = 0; c < batch_mean.numel() && all; ++c) {
+      const double d = e ? double(m[c]) - e[c] : 0.0;
+      all = std::isfinite(double(m[c])) && std::isfinite(v[c] + d * d);
+    }
+  });
+  return all;
+}
+
+// x's values as the kernels take them: contiguous, in the statistics'
+// dtype (at least float32); x itself if it is so already.
+at::Tensor as_rows(const at::Tensor& x) {
+  return x.to(at::promote_types(x.scalar_type(), at::kFloat)).contiguous();
+}
+
+// BCN's forward (see Function), with the kernel's outputs: y (of x's
+// dtype), the rows' moments, the channel statistics used, the batch's;
+// and whether the estimates were updated.
+std::pair<std::vector<at::Tensor>, bool> normalize(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+    const at::Tensor& group_weight, const at::Tensor& group_bias,
+    const c10::optional<at::Tensor>& mean,
+    const c10::optional<at::Tensor>& var, c10::optional<double> rate,
+    bool update, double eps) {
+  TORCH_CHECK(!update || (mean && var),
+              "BCN: updating estimates takes them (mean and var)");
+  const auto rows = as_rows(x);
+  const int64_t groups = group_weight.numel();
+  const bool first = update && !rate;  // the batch's own statistics
+  const c10::optional<at::Tensor> none;
+  auto out = forward(rows, groups, first ? none : mean, first ? none : var,
+                     rate.value_or(0.0), weight, bias, group_weight,
+                     group_bias, eps);
+  bool kept = true;
+  if (update) {
+    kept = finite(out[5], out[6], first ? at::Tensor() : *mean);
+    if (kept) {
+      mean->copy_(out[3]), var->copy_(out[4]);
+    } else {
+      out = forward(rows, groups, mean, var, 0.0, weight, bias, group_weight,
+                    group_bias, eps);
+    }
+  }
+  out[0] = out[0].to(x.scalar_type());
+  return {out, kept};
+}
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The Python function that computes the gradients differentiably, for
+// backward(create_graph=True); set by batch_channel_norm.py.
+py::object* differentiable_backward = nullptr;
+
+// BCN as an autograd function. With update, (mean, var) are the running
+// estimates: moved toward the batch's statistics by rate (or, rate null,
+// replaced by them) in place before normalizing, unless the batch's are
+// not finite; then the batch is normalized with them unchanged.
+// -> y, the batch's channel mean and variance, whether it updated them.
+struct Function : public torch::autograd::Function<Function> {
+  static variable_list forward(
+      AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+      const at::Tensor& bias, const at::Tensor& group_weight,
+      const at::Tensor& group_bias, const c10::optional<at::Tensor>& mean,
+      const c10::optional<at::Tensor>& var, c10::optional<double> rate,
+      bool update, bool batch, double eps) {
+    auto [out, kept] = normalize(x, weight, bias, group_weight, group_bias,
+                                 mean, var, rate, update, eps);
+    ctx->save_for_backward({x, out[1], out[2], out[3], out[4], weight, bias,
+                            group_weight, group_bias});
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["batch"] = batch;
+    auto flag = at::scalar_tensor(kept, at::kBool);
+    ctx->mark_non_differentiable({out[5], out[6], flag});
+    return {out[0], out[5], out[6], flag};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // unpacked once: non-reentrant checkpointing allows no second unpack
+    const auto s = ctx->get_saved_variables();
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const bool batch = ctx->saved_data["batch"].toBool();
+    variable_list result(11);  // one per argument of forward
+    if (at::GradMode::is_enabled()) {  // backward(create_graph=True)
+      TORCH_CHECK(differentiable_backward,
+                  "BCN: second derivatives need set_differentiable_backward");
+      py::gil_scoped_acquire gil;
+      py::object channel = py::none();
+      if (!batch) channel = py::make_tuple(s[3], s[4]);
+      std::vector<bool> needs;
+      for (int i = 0; i < 5; ++i) needs.push_back(ctx->needs_input_grad(i));
+      const auto grad = (*differentiable_backward)(
+          grads[0], s[0], py::make_tuple(s[5], s[6], s[7], s[8]), channel,
+          eps, needs);
+      for (int i = 0; i < 5; ++i) {
+        const py::object g = grad[py::int_(i)];
+        if (!g.is_none()) result[i] = g.cast<at::Tensor>();
+      }
+      return result;
+    }
+    const auto g = ::backward(grads[0], as_rows(s[0]), s[1], s[2], s[3], s[4],
+                              s[5], s[6], s[7], eps, batch,
+                              ctx->needs_input_grad(0));
+    if (g[0].defined()) result[0] = g[0].to(s[0].scalar_type());
+    for (int i = 1; i < 5; ++i)
+      if (ctx->needs_input_grad(i)) result[i] = g[i];
+    return result;
+  }
+};
+
+// -> y, the batch's channel mean and variance, whether the estimates were
+// updated; as an autograd function where a gradient is to be computed.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, bool> bcn(
+    const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+    const at::Tensor& group_weight, const at::Tensor& group_bias,
+    const c10::optional<at::Tensor>& mean,
+    const c10::optional<at::Tensor>& var, c10::optional<double> rate,
+    bool update, bool batch, double eps) {
+  const bool gradient =
+      at::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() || bias.requires_grad() ||
+       group_weight.requires_grad() || group_bias.requires_grad());
+  if (!gradient) {
+    const auto [out, kept] = normalize(x, weight, bias, group_weight,
+                                       group_bias, mean, var, rate, update,
+                                       eps);
+    return {out[0], out[5], out[6], kept};
+  }
+  const auto out = Function::apply(x, weight, bias, group_weight, group_bias,
+                                   mean, var, rate, update, batch, eps);
+  return {out[0], out[1], out[2], out[3].item<bool>()};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("row_moments", &row_moments, "mean and biased variance per row");
-  m.def("forward", &forward, "BCN's output and statistics");
-  m.def("backward", &backward, "BCN's gradients");
+  m.def("bcn", &bcn, "BCN's output, the batch's channel statistics, and "
+        "whether the estimates were updated");
+  m.def("set_differentiable_backward", [](py::object f) {
+    if (!differentiable_backward) differentiable_backward = new py::object();
+    *differentiable_backward = f;
+  });
 }

@@ -118,7 +118,7 @@ def _compiled():
 def compiled_for(x: Tensor):
     """The C++ kernels if they apply to ``x``'s statistics (on CPU, where
     BCN computes in float32 or float64) and are built, else ``None``."""
-    if USE_COMPILED and x.device.type == 'cpu' and torch.promote_types(
+    if USE_COMPILED and x.is_cpu and torch.promote_types(
             x.dtype, torch.float32) in (torch.float32, torch.float64):
         return _compiled()
     return None
