@@ -126,9 +126,11 @@ def test_the_cpp_kernels_apply_on_cpu(monkeypatch):
     """To CPU tensors of any floating dtype (BCN's statistics are float32
     or float64), unless switched off."""
     compiled = bcn_kernels._compiled()
-    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+    for dtype in (torch.float32, torch.float64, torch.bfloat16,
+                  torch.float16):
         assert bcn_kernels.compiled_for(torch.zeros(2, dtype=dtype)) \
             is compiled
+    assert bcn_kernels.compiled_for(torch.zeros(2, dtype=torch.long)) is None
     monkeypatch.setattr(bcn_kernels, 'USE_COMPILED', False)
     assert bcn_kernels.compiled_for(torch.zeros(2)) is None
 

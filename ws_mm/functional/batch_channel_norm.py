@@ -22,7 +22,8 @@ On CPU all of it is compiled (:mod:`ws_mm.functional.bcn_kernels`): a
 group's block of the input (its channels, every sample) holds all the
 statistics its rows need, the channel stage's included, so the forward and
 the backward each read a block from memory once and re-read it in cache, as
-group norm's kernel does. Elsewhere the passes are torch's kernels.
+group norm's kernel does; with the estimates' update, they form one
+autograd function in C++. Elsewhere the passes are torch's kernels.
 """
 import functools
 from typing import Callable, NamedTuple, Optional, Sequence, Tuple, Union

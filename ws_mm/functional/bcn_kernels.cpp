@@ -270,6 +270,7 @@ at::Tensor like(const at::Tensor& x, const at::Tensor& t, int64_t count) {
   TORCH_CHECK(t.numel() == count && t.device() == x.device(),
               "ws_mm BCN kernels: an operand has ", t.numel(),
               " elements, expected ", count);
+  if (t.scalar_type() == x.scalar_type() && t.is_contiguous()) return t;
   return t.to(x.scalar_type()).contiguous();
 }
 
@@ -410,7 +411,9 @@ bool finite(const at::Tensor& batch_mean, const at::Tensor& batch_var,
 // x's values as the kernels take them: contiguous, in the statistics'
 // dtype (at least float32); x itself if it is so already.
 at::Tensor as_rows(const at::Tensor& x) {
-  return x.to(at::promote_types(x.scalar_type(), at::kFloat)).contiguous();
+  const auto dtype = at::promote_types(x.scalar_type(), at::kFloat);
+  if (x.scalar_type() == dtype && x.is_contiguous()) return x;
+  return x.to(dtype).contiguous();
 }
 
 // BCN's forward (see Function), with the kernel's outputs: y (of x's

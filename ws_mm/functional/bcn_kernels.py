@@ -3,8 +3,9 @@
 On CPU, :func:`~ws_mm.functional.batch_channel_norm` runs as
 ``bcn_kernels.cpp``, which torch's extension loader builds on first use (a
 C++ compiler and ninja; once per torch version, in torch's extension
-cache): a forward and a backward that read each group's block of the input
-once from memory, as group norm's kernel does, and the rows' moments alone.
+cache): ``bcn``, an autograd function whose forward and backward read each
+group's block of the input once from memory, as group norm's kernel does,
+and which updates running estimates in place; and the rows' moments alone.
 On a GPU, or if that build fails (a warning says why), BCN reads and writes
 activations only through the four passes of :class:`TorchKernels` over its
 input's ``(sample, channel)`` rows: contiguous ``(R, L)`` tensors of the
@@ -115,10 +116,13 @@ def _compiled():
         return None
 
 
+# BCN computes statistics of these in float32 or float64
+_FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def compiled_for(x: Tensor):
-    """The C++ kernels if they apply to ``x``'s statistics (on CPU, where
-    BCN computes in float32 or float64) and are built, else ``None``."""
-    if USE_COMPILED and x.is_cpu and torch.promote_types(
-            x.dtype, torch.float32) in (torch.float32, torch.float64):
+    """The C++ kernels if they apply to ``x`` (a floating CPU tensor) and
+    are built, else ``None``."""
+    if USE_COMPILED and x.is_cpu and x.dtype in _FLOATING:
         return _compiled()
     return None

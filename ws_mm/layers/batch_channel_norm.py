@@ -266,7 +266,7 @@ class BatchChannelNorm(nn.Module):
             raise ValueError(
                 f'BatchChannelNorm expected an input of shape (N, '
                 f'{self.num_features}, *), got shape {tuple(x.shape)}')
-        pbn = self.pbn
+        pbn = self._modules['pbn']  # see the lookups below
         if (self.mode == 'batch' and self.training and not pbn.training
                 and not self._warned_frozen_pbn):
             warnings.warn(
