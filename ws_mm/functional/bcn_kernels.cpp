@@ -1,8 +1,9 @@
 // BCN on CPU (arXiv:1903.10520): the forward and backward of
 // ws_mm/functional/batch_channel_norm.py, whose docstrings derive the
-// math, with each group's block of the input (its channels, all samples)
-// read from memory once and re-read while in cache, as group norm's own
-// kernel does. Tensors are contiguous, float32 or float64: inputs (N, C, *),
+// math, with each block of the input read from memory once and re-read
+// while in cache, as group norm's own kernel does: a group's channels in
+// all samples where the batch's channel statistics are needed, else one
+// sample's. Tensors are contiguous, float32 or float64: inputs (N, C, *),
 // taken as (N, C, L) rows, outputs of their shape; per-row statistics
 // (N, C), per-channel ones (C); the (N, C) arithmetic is in double.
 // They run as an autograd function in C++ (bcn), which updates running
@@ -13,7 +14,9 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -28,24 +31,69 @@ void for_groups(int64_t groups, int64_t numel, const F& f) {
   for (int64_t g = 0; g < groups; ++g) f(g);
 }
 
-// The sums of a row's grad and of grad * (x - mu) in one pass, vectorized
-// in T within blocks of 256 elements, the blocks added in double: the
-// rounding of a 256-term sum.
+// A vector register's width of T (GCC's and Clang's vector extensions).
+template <typename T>
+struct Vector;
+template <>
+struct Vector<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct Vector<double> {
+  typedef double type __attribute__((vector_size(32)));
+};
+
+template <typename T>
+T lane_sum(typename Vector<T>::type v) {
+  constexpr int width = sizeof v / sizeof(T);
+  T lanes[width];
+  std::memcpy(lanes, &v, sizeof v);
+  for (int half = width / 2; half > 0; half /= 2)  // a tree, vectorized
+    for (int j = 0; j < half; ++j) lanes[j] += lanes[j + half];
+  return lanes[0];
+}
+
+// Two sums over a row of terms of its elements a[i], b[i]: add(a, b, s, q)
+// adds them to s and q, for a register's width of elements or for one. In
+// T within blocks of 256 elements, the blocks added in double: the rounding
+// of a 256-term sum. The registers' lanes are added as a tree: an `omp
+// simd` reduction adds them one by one, which costs as much as a row of
+// 7x7 elements.
+template <typename T, typename Add>
+void row_sums(const T* a, const T* b, int64_t length, const Add& add,
+              double* sum, double* sum_q) {
+  using V = typename Vector<T>::type;
+  constexpr int64_t width = sizeof(V) / sizeof(T);
+  const auto load = [](const T* at) {
+    V v;
+    std::memcpy(&v, at, sizeof v);
+    return v;
+  };
+  double total = 0, total_q = 0;
+  for (int64_t start = 0; start < length; start += 256) {
+    const int64_t stop = std::min<int64_t>(length, start + 256);
+    V s = {}, q = {}, s2 = {}, q2 = {};  // two pairs: two chains of adds
+    int64_t i = start;
+    for (; i + 2 * width <= stop; i += 2 * width) {
+      add(load(a + i), load(b + i), s, q);
+      add(load(a + i + width), load(b + i + width), s2, q2);
+    }
+    if (i + width <= stop) add(load(a + i), load(b + i), s, q), i += width;
+    T block = lane_sum<T>(s + s2), block_q = lane_sum<T>(q + q2);
+    for (; i < stop; ++i) add(a[i], b[i], block, block_q);
+    total += block, total_q += block_q;
+  }
+  *sum = total, *sum_q = total_q;
+}
+
+// The sums of a row's grad and of grad * (x - mu).
 template <typename T>
 void row_sums_of(const T* grad, const T* x, T mu, int64_t length,
                  double* sum, double* sum_x) {
-  double total = 0, total_x = 0;
-  for (int64_t start = 0; start < length; start += 256) {
-    const int64_t stop = std::min<int64_t>(length, start + 256);
-    T block = 0, block_x = 0;
-#pragma omp simd reduction(+ : block, block_x)
-    for (int64_t i = start; i < stop; ++i) {
-      block += grad[i];
-      block_x += grad[i] * (x[i] - mu);
-    }
-    total += block, total_x += block_x;
-  }
-  *sum = total, *sum_x = total_x;
+  row_sums(grad, x, length, [mu](auto g, auto v, auto& s, auto& q) {
+    s += g;
+    q += g * (v - mu);
+  }, sum, sum_x);
 }
 
 // Mean and biased variance of a row in one pass, from the sums of its
@@ -54,64 +102,87 @@ void row_sums_of(const T* grad, const T* x, T mu, int64_t length,
 template <typename T>
 void row_moments_of(const T* row, int64_t length, T* mean, T* var) {
   const T shift = row[0];
-  double sum = 0, sum_sq = 0;
-  for (int64_t start = 0; start < length; start += 256) {
-    const int64_t stop = std::min<int64_t>(length, start + 256);
-    T block = 0, block_sq = 0;
-#pragma omp simd reduction(+ : block, block_sq)
-    for (int64_t i = start; i < stop; ++i) {
-      const T d = row[i] - shift;
-      block += d;
-      block_sq += d * d;
-    }
-    sum += block, sum_sq += block_sq;
-  }
+  double sum, sum_sq;
+  row_sums(row, row, length, [shift](auto v, auto, auto& s, auto& q) {
+    const auto d = v - shift;
+    s += d;
+    q += d * d;
+  }, &sum, &sum_sq);
   const double m = sum / length;
   *mean = shift + m;
   *var = std::max(sum_sq / length - m * m, 0.0);
 }
 
+// z's mean over one sample's rows of a group, and 1 / sqrt(var(z) + eps),
+// from the rows' means m[k] and variances v[k] (k < cg), z = scale * x +
+// shift row by row.
+template <typename M>
+void group_moments(int64_t cg, const double* scale, const double* shift,
+                   const M* m, const M* v, double eps, double* gmean,
+                   double* grstd) {
+  double sum = 0, sum_sq = 0;
+  for (int64_t k = 0; k < cg; ++k) sum += scale[k] * m[k] + shift[k];
+  *gmean = sum / cg;
+  for (int64_t k = 0; k < cg; ++k) {
+    const double d = scale[k] * m[k] + shift[k] - *gmean;
+    sum_sq += d * d + scale[k] * scale[k] * v[k];
+  }
+  *grstd = 1 / std::sqrt(sum_sq / cg + eps);
+}
+
+// y = a * (x - m) + b on one sample's rows of a group (x and y at its
+// first row): a = scale * gscale, b the group-normalized row mean of z.
+template <typename T, typename M>
+void normalize_rows(const T* x, T* y, int64_t L, int64_t cg,
+                    const double* scale, const double* shift, const M* m,
+                    double gmean, double gscale, double group_bias) {
+  for (int64_t k = 0; k < cg; ++k) {
+    const T a = scale[k] * gscale, mu = m[k],
+            b = group_bias + gscale * (scale[k] * m[k] + shift[k] - gmean);
+    const T *in = x + k * L;
+    T* out = y + k * L;
+#pragma omp simd
+    for (int64_t i = 0; i < L; ++i) out[i] = a * (in[i] - mu) + b;
+  }
+}
+
 // One group's channels [c0, c0 + cg) in the channel stage's statistics
-// (mean, var) and affine: z = scale * x + shift. Per sample, the group
-// statistics of z follow from the rows' moments: gscale = group_weight /
-// sqrt(var(z) + eps), and z's group mean.
+// (mean, var) and affine: z = scale * x + shift; and per sample (add_sample)
+// its rows' moments and group statistics.
 struct Group {
   int64_t N, C, L, c0, cg;
+  double eps;
   std::vector<double> buffer;  // one allocation for the arrays below
   double *m, *v, *scale, *shift, *rstd, *mean, *gmean, *grstd;
 
   template <typename T>
   Group(int64_t N, int64_t C, int64_t L, int64_t c0, int64_t cg,
-        const T* row_mean, const T* row_var, const T* ch_mean,
-        const T* ch_var, const T* weight, const T* bias, double eps)
-      : N(N), C(C), L(L), c0(c0), cg(cg), buffer(2 * N * cg + 4 * cg + 2 * N) {
+        const T* ch_mean, const T* ch_var, const T* weight, const T* bias,
+        double eps)
+      : N(N), C(C), L(L), c0(c0), cg(cg), eps(eps),
+        buffer(2 * N * cg + 4 * cg + 2 * N) {
     double* at = buffer.data();
     for (double** array : {&m, &v}) *array = at, at += N * cg;
     for (double** array : {&scale, &shift, &rstd, &mean}) *array = at, at += cg;
     gmean = at, grstd = at + N;
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t k = 0; k < cg; ++k) {
-        m[n * cg + k] = row_mean[n * C + c0 + k];
-        v[n * cg + k] = row_var[n * C + c0 + k];
-      }
     for (int64_t k = 0; k < cg; ++k) {
       mean[k] = ch_mean[c0 + k];
       rstd[k] = 1 / std::sqrt(ch_var[c0 + k] + eps);
       scale[k] = weight[c0 + k] * rstd[k];
       shift[k] = bias[c0 + k] - mean[k] * scale[k];
     }
-    for (int64_t n = 0; n < N; ++n) {
-      double sum = 0, sum_sq = 0;
-      for (int64_t k = 0; k < cg; ++k) sum += z_mean(n, k);
-      gmean[n] = sum / cg;
-      for (int64_t k = 0; k < cg; ++k) {
-        const double d = z_mean(n, k) - gmean[n];
-        sum_sq += d * d + scale[k] * scale[k] * v[n * cg + k];
-      }
-      grstd[n] = 1 / std::sqrt(sum_sq / cg + eps);
-    }
   }
   Group(const Group&) = delete;
+
+  template <typename T>
+  void add_sample(int64_t n, const T* row_mean, const T* row_var) {
+    for (int64_t k = 0; k < cg; ++k) {
+      m[n * cg + k] = row_mean[n * C + c0 + k];
+      v[n * cg + k] = row_var[n * C + c0 + k];
+    }
+    group_moments(cg, scale, shift, m + n * cg, v + n * cg, eps, gmean + n,
+                  grstd + n);
+  }
 
   double z_mean(int64_t n, int64_t k) const {
     return scale[k] * m[n * cg + k] + shift[k];
@@ -129,15 +200,19 @@ void channel_statistics(const T* row_mean, const T* row_var,
                         const T* given_mean, const T* given_var, double rate,
                         T* batch_mean, T* batch_var, T* ch_mean, T* ch_var,
                         int64_t N, int64_t C, int64_t c0, int64_t cg) {
-  for (int64_t c = c0; c < c0 + cg; ++c) {
-    double mean = 0, var = 0;
-    for (int64_t n = 0; n < N; ++n) mean += row_mean[n * C + c];
-    mean /= N;
-    for (int64_t n = 0; n < N; ++n) {
-      const double d = row_mean[n * C + c] - mean;
-      var += row_var[n * C + c] + d * d;
+  // samples outermost: a sample's rows of the group are next to each other
+  std::vector<double> sums(2 * cg, 0.0);
+  double *means = sums.data(), *vars = means + cg;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < cg; ++k) means[k] += row_mean[n * C + c0 + k];
+  for (int64_t k = 0; k < cg; ++k) means[k] /= N;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t k = 0; k < cg; ++k) {
+      const double d = row_mean[n * C + c0 + k] - means[k];
+      vars[k] += row_var[n * C + c0 + k] + d * d;
     }
-    var /= N;
+  for (int64_t c = c0; c < c0 + cg; ++c) {
+    const double mean = means[c - c0], var = vars[c - c0] / N;
     batch_mean[c] = mean, batch_var[c] = var;
     if (!given_mean) {
       ch_mean[c] = mean, ch_var[c] = var;
@@ -151,6 +226,8 @@ void channel_statistics(const T* row_mean, const T* row_var,
   }
 }
 
+// One group, all samples: every sample's moments first, for the channel
+// statistics.
 template <typename T>
 void forward_group(const T* x, T* y, T* row_mean, T* row_var,
                    const T* given_mean, const T* given_var, double rate,
@@ -164,18 +241,12 @@ void forward_group(const T* x, T* y, T* row_mean, T* row_var,
                      row_var + n * C + c);
   channel_statistics(row_mean, row_var, given_mean, given_var, rate,
                      batch_mean, batch_var, ch_mean, ch_var, N, C, c0, cg);
-  const Group s(N, C, L, c0, cg, row_mean, row_var, ch_mean, ch_var, weight,
-                bias, eps);
-  // y = a * (x - row mean) + b: b is the group-normalized row mean of z
+  Group s(N, C, L, c0, cg, ch_mean, ch_var, weight, bias, eps);
   for (int64_t n = 0; n < N; ++n) {
-    const double gscale = s.grstd[n] * group_weight;
-    for (int64_t k = 0; k < cg; ++k) {
-      const int64_t at = s.row(n, k);
-      const T a = s.scale[k] * gscale, mu = s.m[n * cg + k],
-              b = group_bias + gscale * (s.z_mean(n, k) - s.gmean[n]);
-#pragma omp simd
-      for (int64_t i = 0; i < L; ++i) y[at + i] = a * (x[at + i] - mu) + b;
-    }
+    s.add_sample(n, row_mean, row_var);
+    normalize_rows(x + s.row(n, 0), y + s.row(n, 0), L, cg, s.scale, s.shift,
+                   s.m + n * cg, s.gmean[n], s.grstd[n] * group_weight,
+                   group_bias);
   }
 }
 
@@ -330,11 +401,30 @@ std::vector<at::Tensor> forward(const at::Tensor& x, int64_t groups,
              *cv = stats[1].data_ptr<scalar_t>(),
              *bm = stats[2].data_ptr<scalar_t>(),
              *bv = stats[3].data_ptr<scalar_t>();
-    for_groups(groups, x.numel(), [&](int64_t g) {
-      forward_group(xp, yp, rmp, rvp, gm, gv, rate, bm, bv, cm, cv, wp, bp,
-                    gwp[g], gbp[g], eps, N, C, L, g * (C / groups),
-                    C / groups);
-    });
+    const int64_t cg = C / groups;
+    if (gm && rate == 0) {
+      // The channel statistics given: each sample's group normalized right
+      // after its moments, while in cache, in memory order, as group norm's
+      // kernel does; then the batch's statistics.
+      const Group channels(0, C, L, 0, C, gm, gv, wp, bp, eps);
+      for_groups(N * groups, x.numel(), [&](int64_t t) {
+        const int64_t n = t / groups, g = t % groups, c = n * C + g * cg;
+        for (int64_t k = 0; k < cg; ++k)
+          row_moments_of(xp + (c + k) * L, L, rmp + c + k, rvp + c + k);
+        double gmean, grstd;
+        group_moments(cg, channels.scale + g * cg, channels.shift + g * cg,
+                      rmp + c, rvp + c, eps, &gmean, &grstd);
+        normalize_rows(xp + c * L, yp + c * L, L, cg, channels.scale + g * cg,
+                       channels.shift + g * cg, rmp + c, gmean,
+                       grstd * gwp[g], gbp[g]);
+      });
+      channel_statistics(rmp, rvp, gm, gv, 0.0, bm, bv, cm, cv, N, C, 0, C);
+    } else {
+      for_groups(groups, x.numel(), [&](int64_t g) {
+        forward_group(xp, yp, rmp, rvp, gm, gv, rate, bm, bv, cm, cv, wp, bp,
+                      gwp[g], gbp[g], eps, N, C, L, g * cg, cg);
+      });
+    }
   });
   return {y, row_mean, row_var, stats[0], stats[1], stats[2], stats[3]};
 }
@@ -375,8 +465,8 @@ std::vector<at::Tensor> backward(
              *ggw = grad_gw.data_ptr<scalar_t>(),
              *ggb = grad_gb.data_ptr<scalar_t>();
     for_groups(groups, x.numel(), [&](int64_t g) {
-      const Group s(N, C, L, g * (C / groups), C / groups, rmp, rvp, cmp, cvp,
-                    wp, bp, eps);
+      Group s(N, C, L, g * (C / groups), C / groups, cmp, cvp, wp, bp, eps);
+      for (int64_t n = 0; n < N; ++n) s.add_sample(n, rmp, rvp);
       backward_group(gp, xp, gx, s, bp, gwp[g], batch, gwd, gbd, ggw + g,
                      ggb + g);
     });
