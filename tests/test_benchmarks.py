@@ -12,7 +12,8 @@ import torch
 
 
 @pytest.mark.e2e
-def test_layer_tables(tmp_path, run_tool):
+def test_layer_tables(tmp_path, run_tool, load_tool):
+    bench = load_tool('benchmark_speed')
     out = tmp_path / 'tables.md'
     proc = run_tool([
         sys.executable, 'tools/benchmark_speed.py', '--only', 'conv',
@@ -27,9 +28,10 @@ def test_layer_tables(tmp_path, run_tool):
         if re.match(r'\| \d', line)]
     rows = [line for table in tables.values() for line in table.splitlines()
             if re.match(r'\| \d', line)]
-    # 5 conv shapes in train and eval, WS's own work at their 5 weights,
-    # 4 norm shapes in train and eval
-    assert len(rows) == 2 * 5 + 5 + 2 * 4
+    # the conv shapes in train and eval, WS's own work at their weights,
+    # the norm shapes in train and eval
+    conv, norm = len(bench.CONV_SHAPES), len(bench.NORM_SHAPES)
+    assert len(rows) == 2 * conv + conv + 2 * norm
     for row in rows:
         cells = [c.strip() for c in row.strip('|').split('|')]
         # median of the per-round ratios (min-max)
@@ -48,7 +50,7 @@ def test_layer_tables(tmp_path, run_tool):
         assert cells[-1].endswith(' ms')
     # memory kept for the backward at the 5 conv shapes: by the plain conv,
     # mmcv, ws_mm at A, timm, ws_mm at C, the floor; then the weight's size
-    assert len(saved) == 5
+    assert len(saved) == conv
     for row in saved:
         cells = [c.strip() for c in row.strip('|').split('|')]
         assert len(cells) == 8 and cells[1] == '0.0 KB', row

@@ -65,9 +65,10 @@ CONV_SHAPES = [
     (1, 2048, 512, 1, 25, 42),
     (8, 256, 256, 3, 14, 14),
 ]
-# (batch, channels, height, width)
+# (batch, channels, height, width): ResNet-50 stages on 2 images, the mask
+# head on 8 RoIs and on 1, the box head's convs on one image's 512 RoIs.
 NORM_SHAPES = [(2, 256, 50, 84), (2, 1024, 25, 42), (8, 256, 14, 14),
-               (1, 256, 14, 14)]
+               (1, 256, 14, 14), (512, 256, 7, 7)]
 
 
 def train_step(module, x):
