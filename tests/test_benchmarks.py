@@ -48,7 +48,7 @@ def test_layer_tables(tmp_path, run_tool, load_tool):
         assert len(ratios) == expected, row
         assert all(0 < low <= median <= high for median, low, high in ratios)
         assert cells[-1].endswith(' ms')
-    # memory kept for the backward at the 5 conv shapes: by the plain conv,
+    # memory kept for the backward at the conv shapes: by the plain conv,
     # mmcv, ws_mm at A, timm, ws_mm at C, the floor; then the weight's size
     assert len(saved) == conv
     for row in saved:
