@@ -21,14 +21,15 @@
 
 namespace {
 
-// Calls f(g) for every group, split among torch's intra-op threads:
-// at::get_num_threads, since this file's OpenMP runtime may not be torch's
-// (torch 2.0.1's wheel bundles its own under another name).
+// Calls f(i) for i < count (groups, rows...) of an input of numel
+// elements, split among torch's intra-op threads: at::get_num_threads,
+// since this file's OpenMP runtime may not be torch's (torch 2.0.1's wheel
+// bundles its own under another name).
 template <typename F>
-void for_groups(int64_t groups, int64_t numel, const F& f) {
+void in_parallel(int64_t count, int64_t numel, const F& f) {
   const int threads = numel < 32768 ? 1 : at::get_num_threads();
 #pragma omp parallel for num_threads(threads) schedule(static)
-  for (int64_t g = 0; g < groups; ++g) f(g);
+  for (int64_t i = 0; i < count; ++i) f(i);
 }
 
 // A vector register's width of T (GCC's and Clang's vector extensions).
@@ -354,7 +355,7 @@ std::vector<at::Tensor> row_moments(const at::Tensor& rows) {
   AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "row_moments", [&] {
     const scalar_t* x = rows.data_ptr<scalar_t>();
     scalar_t *mp = mean.data_ptr<scalar_t>(), *vp = var.data_ptr<scalar_t>();
-    for_groups(count, rows.numel(), [&](int64_t r) {
+    in_parallel(count, rows.numel(), [&](int64_t r) {
       row_moments_of(x + r * length, length, mp + r, vp + r);
     });
   });
@@ -407,7 +408,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, int64_t groups,
       // after its moments, while in cache, in memory order, as group norm's
       // kernel does; then the batch's statistics.
       const Group channels(0, C, L, 0, C, gm, gv, wp, bp, eps);
-      for_groups(N * groups, x.numel(), [&](int64_t t) {
+      in_parallel(N * groups, x.numel(), [&](int64_t t) {
         const int64_t n = t / groups, g = t % groups, c = n * C + g * cg;
         for (int64_t k = 0; k < cg; ++k)
           row_moments_of(xp + (c + k) * L, L, rmp + c + k, rvp + c + k);
@@ -420,7 +421,7 @@ std::vector<at::Tensor> forward(const at::Tensor& x, int64_t groups,
       });
       channel_statistics(rmp, rvp, gm, gv, 0.0, bm, bv, cm, cv, N, C, 0, C);
     } else {
-      for_groups(groups, x.numel(), [&](int64_t g) {
+      in_parallel(groups, x.numel(), [&](int64_t g) {
         forward_group(xp, yp, rmp, rvp, gm, gv, rate, bm, bv, cm, cv, wp, bp,
                       gwp[g], gbp[g], eps, N, C, L, g * cg, cg);
       });
@@ -464,7 +465,7 @@ std::vector<at::Tensor> backward(
              *gbd = grad_b.data_ptr<scalar_t>(),
              *ggw = grad_gw.data_ptr<scalar_t>(),
              *ggb = grad_gb.data_ptr<scalar_t>();
-    for_groups(groups, x.numel(), [&](int64_t g) {
+    in_parallel(groups, x.numel(), [&](int64_t g) {
       Group s(N, C, L, g * (C / groups), C / groups, cmp, cvp, wp, bp, eps);
       for (int64_t n = 0; n < N; ++n) s.add_sample(n, rmp, rvp);
       backward_group(gp, xp, gx, s, bp, gwp[g], batch, gwd, gbd, ggw + g,
