@@ -140,7 +140,7 @@ void normalize_rows(const T* x, T* y, int64_t L, int64_t cg,
   for (int64_t k = 0; k < cg; ++k) {
     const T a = scale[k] * gscale, mu = m[k],
             b = group_bias + gscale * (scale[k] * m[k] + shift[k] - gmean);
-    const T *in = x + k * L;
+    const T* in = x + k * L;
     T* out = y + k * L;
 #pragma omp simd
     for (int64_t i = 0; i < L; ++i) out[i] = a * (in[i] - mu) + b;
