@@ -33,12 +33,18 @@ def random_rows(dtype, count=96, length=1000, seed=0):
     return x.to(dtype)
 
 
+# Row lengths: within one vector register, a 7x7 map (registers and one
+# element left), and blocks of 256 elements with a remainder.
+LENGTHS = pytest.mark.parametrize('length', [1, 7, 49, 1000])
+
+
 @DTYPES
+@LENGTHS
 @pytest.mark.parametrize('kind', list(KINDS))
-def test_row_moments_match_float64(kind, dtype):
+def test_row_moments_match_float64(kind, dtype, length):
     passes = KINDS[kind]()
     assert passes is not None, 'bcn_kernels.cpp did not build'
-    x = random_rows(dtype)
+    x = random_rows(dtype, length=length)
     mean, var = passes.row_moments(x)
     assert mean.dtype == var.dtype == dtype and mean.shape == (len(x), )
     var64, mean64 = torch.var_mean(x.double(), dim=1, correction=0)
@@ -64,8 +70,9 @@ def bcn_case(dtype, n=3, c=32, groups=4, length=1000):
 
 
 @DTYPES
+@pytest.mark.parametrize('length', [49, 1000])
 @pytest.mark.parametrize('channel', ['batch', 'given', 'moved', 'first'])
-def test_the_cpp_function_matches_float64(channel, dtype):
+def test_the_cpp_function_matches_float64(channel, dtype, length):
     """Output, statistics, estimates and every gradient of the C++ autograd
     function against autograd through ref_bcn in float64. The channel
     statistics are the batch's (differentiated), given constants, or
@@ -73,7 +80,7 @@ def test_the_cpp_function_matches_float64(channel, dtype):
     second moment around the given mean by a rate, or (the first update)
     replaced by the batch's mean and variance."""
     kernels = bcn_kernels._compiled()
-    x, params, given = bcn_case(dtype)
+    x, params, given = bcn_case(dtype, length=length)
     n, c, length = x.shape
     groups = params[2].numel()
     estimates = [t.clone() for t in given]
