@@ -32,7 +32,8 @@ void in_parallel(int64_t count, int64_t numel, const F& f) {
   for (int64_t i = 0; i < count; ++i) f(i);
 }
 
-// A vector register's width of T (GCC's and Clang's vector extensions).
+// 32 bytes of T: an AVX register, or two SSE or NEON ones, as the build's
+// flags allow (GCC's and Clang's vector extensions).
 template <typename T>
 struct Vector;
 template <>

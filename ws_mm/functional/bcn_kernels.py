@@ -111,7 +111,7 @@ def _compiled():
         warnings.warn(
             f'ws_mm: BatchChannelNorm runs on torch kernels, slower: its CPU '
             f'kernels (ws_mm/functional/bcn_kernels.cpp) did not build: '
-            f'{reason[0][:300]}. They need a C++ compiler and ninja (pip '
+            f'{reason[0][:300]}. They need GCC or Clang and ninja (pip '
             f'install ninja).')
         return None
 
